@@ -1,0 +1,19 @@
+"""gaussmix: Gaussian mixture models fitted by EM.
+
+A drop-in replacement for scikit-learn's ``GaussianMixture``:
+
+>>> from gaussmix import GaussianMixture
+>>> from gaussmix.datasets import load_faithful
+>>> X = load_faithful().data
+>>> gm = GaussianMixture(n_components=2, random_state=42).fit(X)
+>>> gm.predict(X).shape
+(272,)
+"""
+
+from ._errors import DegenerateDataWarning
+from ._mixture import GaussianMixture
+from ._persistence import load
+
+__version__ = "0.1.0"
+
+__all__ = ["DegenerateDataWarning", "GaussianMixture", "__version__", "load"]

@@ -1,0 +1,564 @@
+"""One strategy class per covariance type.
+
+This module is the only place in the package that knows the four covariance
+types exist. Everything else asks :func:`get_covariance` for a strategy and
+calls its methods, which are named after what they compute:
+
+* ``whiten``: the whitened differences ``(x - mu_k) @ L_k`` where ``L_k`` is
+  the Cholesky factor of the precision (so that the squared Mahalanobis
+  distance is the squared norm of the result);
+* ``log_pdet``: ``log det L_k``, half the log-determinant of the precision;
+* ``scatter``: the weighted scatter statistic of one block of differences;
+* ``covariances``: the M-step from centred scatter statistics;
+* ``colorize``: turning standard normal draws into draws of each component.
+
+Covariances are never inverted: precision Cholesky factors come from a
+Cholesky factorisation and one triangular solve per component.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+import scipy.linalg
+
+from ._errors import DegenerateCovarianceError
+
+Array = np.ndarray
+
+__all__ = ["COVARIANCE_TYPES", "CovarianceStrategy", "get_covariance"]
+
+
+def _ill_defined_message(dtype: np.dtype) -> str:
+    # Same words as scikit-learn, so that code matching on them keeps working.
+    message = (
+        "Fitting the mixture model failed because some components have "
+        "ill-defined empirical covariance (for instance caused by singleton "
+        "or collapsed samples). Try to decrease the number of components, "
+        "increase reg_covar, or scale the input data."
+    )
+    if dtype == np.float32:
+        message += (
+            " The numerical accuracy can also be improved by passing float64"
+            " data instead of float32."
+        )
+    return message
+
+
+def _cholesky_lower(matrix: Array) -> Array:
+    """Lower Cholesky factor, raising ``LinAlgError`` when not positive definite."""
+    return np.linalg.cholesky(matrix)
+
+
+def _precision_cholesky_of(covariance: Array) -> Array:
+    """Upper-triangular ``U`` with ``U @ U.T == inv(covariance)``.
+
+    ``covariance = C @ C.T`` (lower ``C``); then ``U = inv(C).T``, obtained by
+    one triangular solve, never by inverting the covariance.
+    """
+    n_features = covariance.shape[-1]
+    chol = _cholesky_lower(covariance)
+    if not np.all(np.diag(chol) > 0):
+        raise np.linalg.LinAlgError("covariance is singular")
+    identity = np.eye(n_features, dtype=covariance.dtype)
+    return scipy.linalg.solve_triangular(chol, identity, lower=True).T
+
+
+def _precision_cholesky_from_precision(precision: Array) -> Array:
+    """Upper-triangular ``U`` with ``U @ U.T == precision``.
+
+    The Cholesky factor of the row- and column-reversed precision, reversed
+    back, gives the upper-triangular factor (scikit-learn's convention).
+    """
+    flipped = np.linalg.cholesky(precision[::-1, ::-1])
+    return np.ascontiguousarray(flipped[::-1, ::-1])
+
+
+def _check_symmetric_positive_definite(matrix: Array, name: str) -> None:
+    if not (
+        np.allclose(matrix, matrix.T) and np.all(np.linalg.eigvalsh(matrix) > 0.0)
+    ):
+        raise ValueError(f"'{name} precision' should be symmetric, positive-definite")
+
+
+class CovarianceStrategy:
+    """Operations of one covariance type. Subclasses fill in the details.
+
+    Shapes, with K components and D features:
+
+    * ``param_shape``: the shape of ``covariances_``, ``precisions_`` and
+      ``precisions_cholesky_``;
+    * ``scatter_shape``: the shape of the per-component scatter statistic
+      (K x D x D when the type needs cross products, else K x D).
+    """
+
+    name: ClassVar[str]
+
+    # -- shapes and counting -------------------------------------------------
+    def param_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def scatter_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        """Free parameters of a mixture with this covariance type."""
+        cov = self._n_covariance_parameters(n_components, n_features)
+        return int(cov + n_features * n_components + n_components - 1)
+
+    def _n_covariance_parameters(self, n_components: int, n_features: int) -> float:
+        raise NotImplementedError
+
+    # -- E-step ------------------------------------------------------------
+    def whiten(self, diffs: Array, prec_chol: Array) -> Array:
+        """Squared Mahalanobis distances from per-component differences.
+
+        ``diffs`` has shape K x n x D (``x - mu_k``); returns K x n.
+        """
+        raise NotImplementedError
+
+    def log_pdet(self, prec_chol: Array, n_features: int) -> Array:
+        """``log det`` of each precision Cholesky factor, shape K."""
+        raise NotImplementedError
+
+    # -- M-step ------------------------------------------------------------
+    def scatter(self, diffs: Array, weighted_resp_t: Array) -> Array:
+        """Weighted scatter of one block: ``sum_n r_nk d_nk d_nk^T`` (or diagonal).
+
+        ``diffs`` is K x n x D, ``weighted_resp_t`` is K x n.
+        """
+        raise NotImplementedError
+
+    def centre(self, scatter: Array, counts: Array, delta: Array) -> Array:
+        """Move scatter taken about a shift to scatter about the new means.
+
+        ``delta`` (K x D) is the new mean minus the shift.
+        """
+        raise NotImplementedError
+
+    def covariances(self, centred: Array, counts: Array, reg_covar: float) -> Array:
+        """Covariance parameters from centred scatter and effective counts."""
+        raise NotImplementedError
+
+    def variances(self, covariances: Array) -> Array:
+        """The per-component variances on the diagonal, shape K x D."""
+        raise NotImplementedError
+
+    def add_to_variances(
+        self, covariances: Array, amount: Array, component: int | None
+    ) -> Array:
+        """Add ``amount`` (shape D) to the variances of one component (or all)."""
+        raise NotImplementedError
+
+    def replace_component(self, covariances: Array, component: int) -> Array:
+        """Give ``component`` the average covariance of the others (re-seeding)."""
+        raise NotImplementedError
+
+    # -- parametrisations ----------------------------------------------------
+    def precision_cholesky(self, covariances: Array) -> Array:
+        """Precision Cholesky factors; :class:`DegenerateCovarianceError` if not PD."""
+        raise NotImplementedError
+
+    def precision_cholesky_from_precisions(self, precisions: Array) -> Array:
+        raise NotImplementedError
+
+    def precisions(self, prec_chol: Array) -> Array:
+        raise NotImplementedError
+
+    def covariances_from_precision_cholesky(self, prec_chol: Array) -> Array:
+        raise NotImplementedError
+
+    def check_precisions(
+        self, precisions: Array, n_components: int, n_features: int
+    ) -> None:
+        """Raise scikit-learn's ValueError for a wrong shape or a non-PD matrix."""
+        expected = self.param_shape(n_components, n_features)
+        if precisions.shape != expected:
+            raise ValueError(
+                f"The parameter '{self.name} precision' should have the shape of "
+                f"{expected}, but got {precisions.shape}"
+            )
+
+    # -- sampling ----------------------------------------------------------
+    def colorize(
+        self,
+        rng: np.random.RandomState,
+        means: Array,
+        covariances: Array,
+        counts: Array,
+    ) -> Array:
+        """Draw ``counts[k]`` samples from each component, stacked in order."""
+        raise NotImplementedError
+
+
+class _DenseMixin:
+    """Shared pieces of the two types with dense D x D matrices."""
+
+    def scatter_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        return (n_components, n_features, n_features)
+
+    def scatter(self, diffs: Array, weighted_resp_t: Array) -> Array:
+        weighted = diffs * weighted_resp_t[:, :, None]
+        return np.matmul(np.swapaxes(weighted, 1, 2), diffs)
+
+    def centre(self, scatter: Array, counts: Array, delta: Array) -> Array:
+        outer = delta[:, :, None] * delta[:, None, :]
+        centred = scatter - counts[:, None, None] * outer
+        # Symmetrise: rounding in the products above is not symmetric.
+        return 0.5 * (centred + np.swapaxes(centred, 1, 2))
+
+
+class _VectorMixin:
+    """Shared pieces of the two types with diagonal covariances."""
+
+    def scatter_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        return (n_components, n_features)
+
+    def scatter(self, diffs: Array, weighted_resp_t: Array) -> Array:
+        return np.matmul(weighted_resp_t[:, None, :], diffs * diffs)[:, 0, :]
+
+    def centre(self, scatter: Array, counts: Array, delta: Array) -> Array:
+        return scatter - counts[:, None] * delta * delta
+
+
+class FullCovariance(_DenseMixin, CovarianceStrategy):
+    """Each component has its own full covariance matrix (mclust's VVV)."""
+
+    name = "full"
+
+    def param_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        return (n_components, n_features, n_features)
+
+    def _n_covariance_parameters(self, n_components: int, n_features: int) -> float:
+        return n_components * n_features * (n_features + 1) / 2.0
+
+    def whiten(self, diffs: Array, prec_chol: Array) -> Array:
+        y = np.matmul(diffs, prec_chol)
+        return np.einsum("knd,knd->kn", y, y)
+
+    def log_pdet(self, prec_chol: Array, n_features: int) -> Array:
+        return np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
+
+    def covariances(self, centred: Array, counts: Array, reg_covar: float) -> Array:
+        cov = centred / counts[:, None, None]
+        n_features = cov.shape[-1]
+        cov[:, np.arange(n_features), np.arange(n_features)] += reg_covar
+        return cov
+
+    def variances(self, covariances: Array) -> Array:
+        return np.diagonal(covariances, axis1=1, axis2=2).copy()
+
+    def add_to_variances(
+        self, covariances: Array, amount: Array, component: int | None
+    ) -> Array:
+        out = covariances.copy()
+        idx = np.arange(out.shape[-1])
+        if component is None:
+            out[:, idx, idx] += amount
+        else:
+            out[component, idx, idx] += amount
+        return out
+
+    def replace_component(self, covariances: Array, component: int) -> Array:
+        out = covariances.copy()
+        others = np.delete(covariances, component, axis=0)
+        if others.shape[0]:
+            out[component] = others.mean(axis=0)
+        return out
+
+    def precision_cholesky(self, covariances: Array) -> Array:
+        out = np.empty_like(covariances)
+        for k in range(covariances.shape[0]):
+            try:
+                out[k] = _precision_cholesky_of(covariances[k])
+            except np.linalg.LinAlgError:
+                raise DegenerateCovarianceError(
+                    _ill_defined_message(covariances.dtype), component=k
+                ) from None
+        return out
+
+    def precision_cholesky_from_precisions(self, precisions: Array) -> Array:
+        return np.stack(
+            [_precision_cholesky_from_precision(p) for p in precisions]
+        ).astype(precisions.dtype, copy=False)
+
+    def precisions(self, prec_chol: Array) -> Array:
+        return np.matmul(prec_chol, np.swapaxes(prec_chol, 1, 2))
+
+    def covariances_from_precision_cholesky(self, prec_chol: Array) -> Array:
+        n_features = prec_chol.shape[-1]
+        identity = np.eye(n_features, dtype=prec_chol.dtype)
+        out = np.empty_like(prec_chol)
+        for k, u in enumerate(prec_chol):
+            # precision = U U^T, covariance = inv(U)^T inv(U)
+            u_inv = scipy.linalg.solve_triangular(u, identity, lower=False)
+            out[k] = u_inv.T @ u_inv
+        return out
+
+    def check_precisions(
+        self, precisions: Array, n_components: int, n_features: int
+    ) -> None:
+        super().check_precisions(precisions, n_components, n_features)
+        for precision in precisions:
+            _check_symmetric_positive_definite(precision, self.name)
+
+    def colorize(
+        self,
+        rng: np.random.RandomState,
+        means: Array,
+        covariances: Array,
+        counts: Array,
+    ) -> Array:
+        return np.vstack(
+            [
+                rng.multivariate_normal(mean, cov, int(count))
+                for mean, cov, count in zip(means, covariances, counts, strict=True)
+            ]
+        )
+
+
+class TiedCovariance(_DenseMixin, CovarianceStrategy):
+    """All components share one full covariance matrix (mclust's EEE)."""
+
+    name = "tied"
+
+    def param_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        return (n_features, n_features)
+
+    def _n_covariance_parameters(self, n_components: int, n_features: int) -> float:
+        return n_features * (n_features + 1) / 2.0
+
+    def whiten(self, diffs: Array, prec_chol: Array) -> Array:
+        y = np.matmul(diffs, prec_chol)
+        return np.einsum("knd,knd->kn", y, y)
+
+    def log_pdet(self, prec_chol: Array, n_features: int) -> Array:
+        return np.sum(np.log(np.diagonal(prec_chol)))
+
+    def covariances(self, centred: Array, counts: Array, reg_covar: float) -> Array:
+        cov = centred.sum(axis=0) / counts.sum()
+        cov[np.diag_indices_from(cov)] += reg_covar
+        return cov
+
+    def variances(self, covariances: Array) -> Array:
+        return np.diagonal(covariances)[None, :].copy()
+
+    def add_to_variances(
+        self, covariances: Array, amount: Array, component: int | None
+    ) -> Array:
+        out = covariances.copy()
+        out[np.diag_indices_from(out)] += amount
+        return out
+
+    def replace_component(self, covariances: Array, component: int) -> Array:
+        return covariances.copy()
+
+    def precision_cholesky(self, covariances: Array) -> Array:
+        try:
+            return _precision_cholesky_of(covariances)
+        except np.linalg.LinAlgError:
+            raise DegenerateCovarianceError(
+                _ill_defined_message(covariances.dtype), component=None
+            ) from None
+
+    def precision_cholesky_from_precisions(self, precisions: Array) -> Array:
+        return _precision_cholesky_from_precision(precisions).astype(
+            precisions.dtype, copy=False
+        )
+
+    def precisions(self, prec_chol: Array) -> Array:
+        return prec_chol @ prec_chol.T
+
+    def covariances_from_precision_cholesky(self, prec_chol: Array) -> Array:
+        identity = np.eye(prec_chol.shape[-1], dtype=prec_chol.dtype)
+        u_inv = scipy.linalg.solve_triangular(prec_chol, identity, lower=False)
+        return u_inv.T @ u_inv
+
+    def check_precisions(
+        self, precisions: Array, n_components: int, n_features: int
+    ) -> None:
+        super().check_precisions(precisions, n_components, n_features)
+        _check_symmetric_positive_definite(precisions, self.name)
+
+    def colorize(
+        self,
+        rng: np.random.RandomState,
+        means: Array,
+        covariances: Array,
+        counts: Array,
+    ) -> Array:
+        return np.vstack(
+            [
+                rng.multivariate_normal(mean, covariances, int(count))
+                for mean, count in zip(means, counts, strict=True)
+            ]
+        )
+
+
+class _VectorCovariance(_VectorMixin, CovarianceStrategy):
+    """Diagonal and spherical share their parametrisation by standard deviations."""
+
+    def precision_cholesky(self, covariances: Array) -> Array:
+        bad = np.flatnonzero(
+            np.any(~(covariances.reshape(covariances.shape[0], -1) > 0.0), axis=1)
+        )
+        if bad.size:
+            raise DegenerateCovarianceError(
+                _ill_defined_message(covariances.dtype), component=int(bad[0])
+            )
+        return 1.0 / np.sqrt(covariances)
+
+    def precision_cholesky_from_precisions(self, precisions: Array) -> Array:
+        return np.sqrt(precisions)
+
+    def precisions(self, prec_chol: Array) -> Array:
+        return prec_chol**2
+
+    def covariances_from_precision_cholesky(self, prec_chol: Array) -> Array:
+        return 1.0 / prec_chol**2
+
+    def check_precisions(
+        self, precisions: Array, n_components: int, n_features: int
+    ) -> None:
+        super().check_precisions(precisions, n_components, n_features)
+        if np.any(np.less_equal(precisions, 0.0)):
+            raise ValueError(f"'{self.name} precision' should be positive")
+
+
+class DiagCovariance(_VectorCovariance):
+    """Each component has its own diagonal covariance (mclust's VVI)."""
+
+    name = "diag"
+
+    def param_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        return (n_components, n_features)
+
+    def _n_covariance_parameters(self, n_components: int, n_features: int) -> float:
+        return n_components * n_features
+
+    def whiten(self, diffs: Array, prec_chol: Array) -> Array:
+        y = diffs * prec_chol[:, None, :]
+        return np.einsum("knd,knd->kn", y, y)
+
+    def log_pdet(self, prec_chol: Array, n_features: int) -> Array:
+        return np.sum(np.log(prec_chol), axis=1)
+
+    def covariances(self, centred: Array, counts: Array, reg_covar: float) -> Array:
+        return centred / counts[:, None] + reg_covar
+
+    def variances(self, covariances: Array) -> Array:
+        return covariances.copy()
+
+    def add_to_variances(
+        self, covariances: Array, amount: Array, component: int | None
+    ) -> Array:
+        out = covariances.copy()
+        if component is None:
+            out += amount
+        else:
+            out[component] += amount
+        return out
+
+    def replace_component(self, covariances: Array, component: int) -> Array:
+        out = covariances.copy()
+        others = np.delete(covariances, component, axis=0)
+        if others.shape[0]:
+            out[component] = others.mean(axis=0)
+        return out
+
+    def colorize(
+        self,
+        rng: np.random.RandomState,
+        means: Array,
+        covariances: Array,
+        counts: Array,
+    ) -> Array:
+        n_features = means.shape[1]
+        return np.vstack(
+            [
+                mean + rng.standard_normal(size=(count, n_features)) * np.sqrt(cov)
+                for mean, cov, count in zip(means, covariances, counts, strict=True)
+            ]
+        )
+
+
+class SphericalCovariance(_VectorCovariance):
+    """Each component has its own single variance (mclust's VII)."""
+
+    name = "spherical"
+
+    def param_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        return (n_components,)
+
+    def _n_covariance_parameters(self, n_components: int, n_features: int) -> float:
+        return n_components
+
+    def whiten(self, diffs: Array, prec_chol: Array) -> Array:
+        return np.einsum("knd,knd->kn", diffs, diffs) * (prec_chol**2)[:, None]
+
+    def log_pdet(self, prec_chol: Array, n_features: int) -> Array:
+        return n_features * np.log(prec_chol)
+
+    def covariances(self, centred: Array, counts: Array, reg_covar: float) -> Array:
+        return np.mean(centred / counts[:, None] + reg_covar, axis=1)
+
+    def variances(self, covariances: Array) -> Array:
+        return covariances[:, None].copy()
+
+    def add_to_variances(
+        self, covariances: Array, amount: Array, component: int | None
+    ) -> Array:
+        out = covariances.copy()
+        scalar = float(np.mean(amount))
+        if component is None:
+            out += scalar
+        else:
+            out[component] += scalar
+        return out
+
+    def replace_component(self, covariances: Array, component: int) -> Array:
+        out = covariances.copy()
+        others = np.delete(covariances, component)
+        if others.shape[0]:
+            out[component] = others.mean()
+        return out
+
+    def colorize(
+        self,
+        rng: np.random.RandomState,
+        means: Array,
+        covariances: Array,
+        counts: Array,
+    ) -> Array:
+        n_features = means.shape[1]
+        return np.vstack(
+            [
+                mean + rng.standard_normal(size=(count, n_features)) * math.sqrt(cov)
+                for mean, cov, count in zip(means, covariances, counts, strict=True)
+            ]
+        )
+
+
+_REGISTRY: dict[str, CovarianceStrategy] = {
+    strategy.name: strategy
+    for strategy in (
+        FullCovariance(),
+        TiedCovariance(),
+        DiagCovariance(),
+        SphericalCovariance(),
+    )
+}
+
+COVARIANCE_TYPES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def get_covariance(name: str) -> CovarianceStrategy:
+    """The strategy object for a covariance type name."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"covariance_type must be one of {sorted(_REGISTRY)}, got {name!r}"
+        ) from None

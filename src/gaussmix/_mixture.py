@@ -1,0 +1,699 @@
+"""GaussianMixture: validation, orchestration and fitted attributes.
+
+The estimator owns no linear algebra: it validates its inputs, asks the
+initialisation for responsibilities, runs the EM engine and stores what
+comes back as scikit-learn's fitted attributes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import warnings
+from collections.abc import Iterator
+from numbers import Integral, Real
+from os import PathLike
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._covariance import COVARIANCE_TYPES, CovarianceStrategy, get_covariance
+from ._em import Params, em, log_prob_resp, m_step, resp_statistics, weighted_log_prob
+from ._errors import DegenerateDataWarning
+from ._init import INIT_METHODS, initial_responsibilities
+
+Array = np.ndarray
+logger = logging.getLogger("gaussmix")
+
+__all__ = ["GaussianMixture"]
+
+# Data whose spread is outside [2**-60, 2**60] is fitted after an exact
+# power-of-two rescaling, so that squares neither overflow nor underflow.
+_SCALE_LIMIT = 2.0**60
+
+
+def _check_sample_weight(sample_weight: Any, n_samples: int, dtype: Any) -> Array:
+    try:
+        weights = np.asarray(sample_weight)
+    except Exception as exc:  # pragma: no cover - numpy raises many types
+        raise TypeError(f"sample_weight could not be read as an array: {exc}") from exc
+    if weights.ndim == 0:
+        weights = np.full(n_samples, weights)
+    if weights.dtype.kind not in "biuf":
+        raise TypeError(
+            f"sample_weight must be numeric, got dtype {weights.dtype}. "
+            "Pass one non-negative number per sample."
+        )
+    if weights.ndim != 1 or weights.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight must have shape ({n_samples},), one weight per "
+            f"sample, but got shape {weights.shape}."
+        )
+    weights = weights.astype(np.float64)
+    if not np.all(np.isfinite(weights)):
+        raise ValueError("sample_weight contains NaN or infinity; pass finite weights.")
+    if np.any(weights < 0):
+        raise ValueError(
+            "sample_weight contains negative values; weights must be >= 0."
+        )
+    if not np.any(weights > 0):
+        raise ValueError(
+            "sample_weight is zero for every sample; at least one sample needs "
+            "a positive weight."
+        )
+    return weights.astype(dtype)
+
+
+def _power_of_two_scale(std: float) -> float:
+    """1.0 for ordinary data, else a power of two that brings ``std`` near 1."""
+    if std == 0.0 or 1.0 / _SCALE_LIMIT <= std <= _SCALE_LIMIT:
+        return 1.0
+    return float(2.0 ** (-round(math.log2(std))))
+
+
+@contextlib.contextmanager
+def _verbose_output(verbose: int) -> Iterator[None]:
+    """Show the package's INFO messages on stdout while ``verbose`` is set.
+
+    Progress goes through :mod:`logging`; with ``verbose`` on and no handler
+    configured by the application, a temporary stdout handler makes it
+    visible, as ``verbose`` promises.
+    """
+    if not verbose or logger.handlers or logging.getLogger().handlers:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture model fitted by expectation-maximisation.
+
+    A drop-in replacement for :class:`sklearn.mixture.GaussianMixture`: the
+    same parameters, methods, attributes and answers, plus sample weights,
+    float32 end to end, exactness far from the origin, healing of
+    degenerate components and a safe model file (:meth:`save`,
+    :func:`gaussmix.load`).
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        The number of mixture components.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        "full": each component has its own general covariance matrix;
+        "tied": all components share one general covariance matrix;
+        "diag": each component has its own diagonal covariance matrix;
+        "spherical": each component has its own single variance.
+    tol : float, default=1e-3
+        EM stops when the lower bound (mean log-likelihood) changes by less.
+    reg_covar : float, default=1e-6
+        Non-negative regularisation added to the diagonal of covariances.
+    max_iter : int, default=100
+        The number of EM iterations to perform per initialisation.
+    n_init : int, default=1
+        The number of initialisations; the best result is kept.
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, \
+default="kmeans"
+        How the responsibilities EM starts from are chosen.
+    weights_init : array-like of shape (n_components,), default=None
+        User-provided initial weights.
+    means_init : array-like of shape (n_components, n_features), default=None
+        User-provided initial means.
+    precisions_init : array-like, default=None
+        User-provided initial precisions (inverse covariances), shaped as
+        ``covariances_``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation and, unless :meth:`sample` is given its own,
+        the sampling.
+    warm_start : bool, default=False
+        If True, each ``fit`` starts from the previous solution (``n_init``
+        is then ignored after the first fit).
+    verbose : int, default=0
+        1 reports each initialisation and every ``verbose_interval``
+        iterations; 2 adds the time and the change of the lower bound.
+        Messages go through the ``"gaussmix"`` logger (to stdout when the
+        application configured no logging).
+    verbose_interval : int, default=10
+        Iterations between two reports.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+        The weight of each component.
+    means_ : ndarray of shape (n_components, n_features)
+        The mean of each component.
+    covariances_ : ndarray
+        The covariance of each component, shaped (n_components,) for
+        "spherical", (n_features, n_features) for "tied", (n_components,
+        n_features) for "diag" and (n_components, n_features, n_features) for
+        "full".
+    precisions_ : ndarray
+        The inverse covariances, shaped as ``covariances_``.
+    precisions_cholesky_ : ndarray
+        Upper-triangular Cholesky factors of the precisions, shaped as
+        ``covariances_``.
+    converged_ : bool
+        Whether the best initialisation converged.
+    n_iter_ : int
+        EM iterations of the best initialisation.
+    lower_bound_ : float
+        Mean log-likelihood of the training data at the start of the last
+        iteration of the best initialisation.
+    lower_bounds_ : list of float
+        The lower bound at every iteration of the best initialisation.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names seen during fit, when X had string column names.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gaussmix import GaussianMixture
+    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+    >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
+    >>> gm.means_
+    array([[10.,  2.],
+           [ 1.,  2.]])
+    >>> gm.predict([[0, 0], [12, 3]])
+    array([1, 0])
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [StrOptions(set(INIT_METHODS))],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init: Any = None,
+        means_init: Any = None,
+        precisions_init: Any = None,
+        random_state: Any = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> GaussianMixture:
+        """Estimate the parameters with the EM algorithm.
+
+        EM runs ``n_init`` times (once with ``warm_start`` after the first
+        fit) and keeps the run with the largest lower bound. Each run stops
+        when the lower bound changes by less than ``tol`` or after
+        ``max_iter`` iterations; if the best run did not converge a
+        :class:`~sklearn.exceptions.ConvergenceWarning` is raised.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The samples, one per row.
+        y : Ignored
+            Present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; a weight of ``w`` counts a row ``w`` times,
+            in EM and in the initialisation. None means all ones.
+
+        Returns
+        -------
+        self : GaussianMixture
+            The fitted mixture.
+        """
+        self._fit(X, sample_weight)
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Array:
+        """Fit the model and return the most probable component of each row.
+
+        The labels equal ``fit(X).predict(X)`` for any ``max_iter`` and ``tol``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Component labels.
+        """
+        X = self._fit(X, sample_weight)
+        return np.argmax(weighted_log_prob(X, self._params(), self._strategy()), axis=1)
+
+    def _strategy(self) -> CovarianceStrategy:
+        return get_covariance(self.covariance_type)
+
+    def _fit(self, X: Any, sample_weight: Any) -> Array:
+        self._validate_params()
+        X = validate_data(
+            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2
+        )
+        n_samples, n_features = X.shape
+        weights = (
+            None
+            if sample_weight is None
+            else _check_sample_weight(sample_weight, n_samples, X.dtype)
+        )
+        n_effective = n_samples if weights is None else int(np.count_nonzero(weights))
+        if n_effective < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components "
+                f"but got n_components = {self.n_components}, "
+                f"n_samples = {n_effective}"
+                + ("" if weights is None else " (samples with positive weight)")
+            )
+        strategy = self._strategy()
+        init = self._checked_initial_parameters(strategy, n_features, X.dtype)
+
+        variances = self._column_variances(X, weights)
+        scale = _power_of_two_scale(float(np.sqrt(np.max(variances))))
+        if scale != 1.0:
+            X = X * X.dtype.type(scale)
+            variances = variances * scale**2
+        reg_covar = float(self.reg_covar) * scale**2
+        self._warn_if_regularisation_dominates(reg_covar, variances, scale)
+        eps = float(np.finfo(X.dtype).eps)
+        variance_floor = 1e3 * eps * (variances + np.mean(variances))
+
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        n_init = self.n_init if do_init else 1
+        random_state = check_random_state(self.random_state)
+
+        best: tuple[Params, float, list[float], int, bool] | None = None
+        with _verbose_output(self.verbose):
+            for init_index in range(n_init):
+                logger.info("Initialization %d", init_index)
+                if do_init:
+                    params = self._initial_params(
+                        X, weights, strategy, init, scale, reg_covar,
+                        variance_floor, random_state,
+                    )
+                    lower_bound = -math.inf
+                else:
+                    params = self._scaled_params(scale)
+                    lower_bound = float(self.lower_bound_) - n_features * math.log(
+                        scale
+                    )
+                if self.max_iter == 0:
+                    # scikit-learn keeps the last initialisation and a lower
+                    # bound of -inf when no iteration runs.
+                    best = (params, -math.inf, [], 0, False)
+                    continue
+                result = em(
+                    X,
+                    weights,
+                    params,
+                    strategy,
+                    tol=self.tol,
+                    max_iter=self.max_iter,
+                    reg_covar=reg_covar,
+                    variance_floor=variance_floor,
+                    lower_bound=lower_bound,
+                    callback=self._report_iteration,
+                )
+                logger.info(
+                    "Initialization %s. lower bound %.5f.",
+                    "converged" if result.converged else "did not converge",
+                    result.lower_bound,
+                )
+                if best is None or result.lower_bound > best[1] or best[1] == -math.inf:
+                    best = (
+                        result.params,
+                        result.lower_bound,
+                        result.lower_bounds,
+                        result.n_iter,
+                        result.converged,
+                    )
+        assert best is not None
+        params, lower_bound, lower_bounds, n_iter, converged = best
+        if not converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. "
+                "Try different init parameters, or increase max_iter, "
+                "tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        shift = n_features * math.log(scale)
+        self._set_fitted(params, X.dtype, scale)
+        self.converged_ = converged
+        self.n_iter_ = n_iter
+        self.lower_bound_ = lower_bound + shift
+        self.lower_bounds_ = [value + shift for value in lower_bounds]
+        return X if scale == 1.0 else X / X.dtype.type(scale)
+
+    def _report_iteration(self, n_iter: int, params: Params, lower_bound: float) -> None:
+        if n_iter % self.verbose_interval == 0:
+            logger.info("  Iteration %d\t lower bound %.5f", n_iter, lower_bound)
+
+    def _column_variances(self, X: Array, weights: Array | None) -> Array:
+        """Weighted variance of each feature, in float64, computed in chunks."""
+        diag = get_covariance("diag")
+        n_features = X.shape[1]
+
+        def ones(rows: slice) -> Array:
+            return np.ones((rows.stop - rows.start, 1))
+
+        zero = np.zeros((1, n_features))
+        first = resp_statistics(X, weights, ones, zero, diag)
+        mean = first.diff_sum / first.resp_sum[:, None]
+        second = resp_statistics(X, weights, ones, mean, diag)
+        delta = second.diff_sum / second.resp_sum[:, None]
+        centred = diag.centre(second.scatter, second.resp_sum, delta)
+        return np.maximum(centred[0] / second.resp_sum[0], 0.0)
+
+    def _warn_if_regularisation_dominates(
+        self, reg_covar: float, variances: Array, scale: float
+    ) -> None:
+        largest = float(np.max(variances))
+        if largest > 0 and reg_covar > largest:
+            warnings.warn(
+                f"reg_covar={self.reg_covar:g} exceeds the variance of every "
+                f"feature (the largest is {largest / scale**2:.3g}), so the "
+                "fitted covariances will be dominated by it. Lower reg_covar "
+                "or rescale X (for instance with StandardScaler).",
+                DegenerateDataWarning,
+                stacklevel=4,
+            )
+
+    def _checked_initial_parameters(
+        self, strategy: CovarianceStrategy, n_features: int, dtype: Any
+    ) -> dict[str, Array | None]:
+        """Validate weights_init, means_init and precisions_init (not stored)."""
+        init: dict[str, Array | None] = {"weights": None, "means": None, "precisions": None}
+        k = self.n_components
+        if self.weights_init is not None:
+            weights = check_array(
+                self.weights_init, dtype=[np.float64, np.float32], ensure_2d=False
+            )
+            if weights.shape != (k,):
+                raise ValueError(
+                    "The parameter 'weights' should have the shape of "
+                    f"{(k,)}, but got {weights.shape}"
+                )
+            if np.any(np.less(weights, 0.0)) or np.any(np.greater(weights, 1.0)):
+                raise ValueError(
+                    "The parameter 'weights' should be in the range "
+                    "[0, 1], but got max value %.5f, min value %.5f"
+                    % (np.min(weights), np.max(weights))
+                )
+            atol = 1e-6 if weights.dtype == np.float32 else 1e-8
+            if not np.allclose(float(np.abs(1.0 - np.sum(weights))), 0.0, atol=atol):
+                raise ValueError(
+                    "The parameter 'weights' should be normalized, "
+                    "but got sum(weights) = %.5f" % np.sum(weights)
+                )
+            init["weights"] = weights.astype(np.float64)
+        if self.means_init is not None:
+            means = check_array(
+                self.means_init, dtype=[np.float64, np.float32], ensure_2d=False
+            )
+            if means.shape != (k, n_features):
+                raise ValueError(
+                    "The parameter 'means' should have the shape of "
+                    f"{(k, n_features)}, but got {means.shape}"
+                )
+            init["means"] = means.astype(np.float64)
+        if self.precisions_init is not None:
+            precisions = check_array(
+                self.precisions_init,
+                dtype=[np.float64, np.float32],
+                ensure_2d=False,
+                allow_nd=True,
+            )
+            strategy.check_precisions(precisions, k, n_features)
+            init["precisions"] = precisions.astype(np.float64)
+        return init
+
+    def _initial_params(
+        self,
+        X: Array,
+        weights: Array | None,
+        strategy: CovarianceStrategy,
+        init: dict[str, Array | None],
+        scale: float,
+        reg_covar: float,
+        variance_floor: Array,
+        random_state: np.random.RandomState,
+    ) -> Params:
+        """Starting parameters: from the init arrays, else from responsibilities."""
+        n_features = X.shape[1]
+        given_weights, given_means, given_precisions = (
+            init["weights"], init["means"], init["precisions"]
+        )
+        if given_weights is None or given_means is None or given_precisions is None:
+            resp_of_rows = initial_responsibilities(
+                X, weights, self.n_components, self.init_params, random_state
+            )
+            zero = np.zeros((self.n_components, n_features))
+            first = resp_statistics(X, weights, resp_of_rows, zero, strategy)
+            shift = first.diff_sum / np.maximum(first.resp_sum, 1e-300)[:, None]
+            stats = resp_statistics(X, weights, resp_of_rows, shift, strategy)
+            eps = float(np.finfo(X.dtype).eps)
+            params, counts = m_step(stats, strategy, reg_covar, variance_floor, eps)
+            # scikit-learn divides the initial counts by n_samples, not by
+            # their sum (which differs by 10 * eps * n_components).
+            params = params._replace(weights=counts / stats.weight_sum)
+        else:
+            params = None
+        weights_0 = given_weights if given_weights is not None else params.weights  # type: ignore[union-attr]
+        means_0 = given_means * scale if given_means is not None else params.means  # type: ignore[union-attr]
+        if given_precisions is not None:
+            prec_chol = strategy.precision_cholesky_from_precisions(given_precisions)
+            prec_chol = prec_chol / scale
+            covariances = strategy.covariances_from_precision_cholesky(prec_chol)
+        else:
+            assert params is not None
+            prec_chol, covariances = params.precisions_cholesky, params.covariances
+        return Params(weights_0, means_0, covariances, prec_chol)
+
+    def _scaled_params(self, scale: float) -> Params:
+        """The fitted parameters in float64, in the (rescaled) fitting units."""
+        return Params(
+            np.asarray(self.weights_, dtype=np.float64),
+            np.asarray(self.means_, dtype=np.float64) * scale,
+            np.asarray(self.covariances_, dtype=np.float64) * scale**2,
+            np.asarray(self.precisions_cholesky_, dtype=np.float64) / scale,
+        )
+
+    def _set_fitted(self, params: Params, dtype: Any, scale: float) -> None:
+        strategy = self._strategy()
+        self.weights_ = params.weights.astype(dtype)
+        self.means_ = (params.means / scale).astype(dtype)
+        self.covariances_ = (params.covariances / scale**2).astype(dtype)
+        prec_chol = params.precisions_cholesky * scale
+        self.precisions_cholesky_ = prec_chol.astype(dtype)
+        self.precisions_ = strategy.precisions(prec_chol).astype(dtype)
+
+    def _params(self) -> Params:
+        return self._scaled_params(1.0)
+
+    # ------------------------------------------------------------- predict
+    def _validate_for_prediction(self, X: Any) -> Array:
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+
+    def score_samples(self, X: Any) -> Array:
+        """Log-likelihood of each sample under the model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n_samples,)
+        """
+        X = self._validate_for_prediction(X)
+        log_norm, _ = log_prob_resp(X, self._params(), self._strategy())
+        return log_norm
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log-likelihood of the samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        log_likelihood : float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def predict(self, X: Any) -> Array:
+        """The most probable component of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        X = self._validate_for_prediction(X)
+        return np.argmax(weighted_log_prob(X, self._params(), self._strategy()), axis=1)
+
+    def predict_proba(self, X: Any) -> Array:
+        """Posterior probability of each component for each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components)
+            Rows sum to 1.
+        """
+        X = self._validate_for_prediction(X)
+        _, log_resp = log_prob_resp(X, self._params(), self._strategy())
+        return np.exp(log_resp)
+
+    def sample(
+        self, n_samples: int = 1, random_state: Any = None
+    ) -> tuple[Array, Array]:
+        """Draw samples from the fitted mixture.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples to draw.
+        random_state : int, RandomState instance or None, default=None
+            Seed for this call. None uses the estimator's ``random_state``
+            (as scikit-learn does, so an int seed gives the same draws on
+            every call).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            The samples, grouped by component, in the model's dtype.
+        y : ndarray of shape (n_samples,)
+            The component each sample was drawn from.
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling "
+                "requires at least one sample."
+            )
+        rng = check_random_state(
+            self.random_state if random_state is None else random_state
+        )
+        counts = rng.multinomial(n_samples, np.asarray(self.weights_, dtype=float))
+        samples = self._strategy().colorize(
+            rng,
+            np.asarray(self.means_, dtype=np.float64),
+            np.asarray(self.covariances_, dtype=np.float64),
+            counts,
+        )
+        labels = np.repeat(np.arange(self.n_components, dtype=np.int64), counts)
+        return samples.astype(self.means_.dtype, copy=False), labels
+
+    # ----------------------------------------------------------- criteria
+    def _n_parameters(self) -> int:
+        n_features = self.means_.shape[1]
+        return self._strategy().n_parameters(self.n_components, n_features)
+
+    def bic(self, X: Any) -> float:
+        """Bayesian information criterion on X (lower is better).
+
+        ``-2 * log-likelihood + n_parameters * log(n_samples)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        bic : float
+        """
+        n_samples = len(X)
+        return -2 * self.score(X) * n_samples + self._n_parameters() * math.log(
+            n_samples
+        )
+
+    def aic(self, X: Any) -> float:
+        """Akaike information criterion on X (lower is better).
+
+        ``-2 * log-likelihood + 2 * n_parameters``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        aic : float
+        """
+        return -2 * self.score(X) * len(X) + 2 * self._n_parameters()
+
+    # --------------------------------------------------------- persistence
+    def save(self, path: str | PathLike[str]) -> None:
+        """Write the fitted model to a file that :func:`gaussmix.load` reads.
+
+        The file is a NumPy ``.npz`` archive of plain numeric arrays plus
+        JSON metadata (format version, hyperparameters, fit results); loading
+        it never executes anything. See :mod:`gaussmix._persistence`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Where to write. Conventionally ends in ``.npz``.
+        """
+        from ._persistence import save_model
+
+        save_model(self, path)
