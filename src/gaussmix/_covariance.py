@@ -146,6 +146,13 @@ class CovarianceStrategy:
         """The per-component variances on the diagonal, shape K x D."""
         raise NotImplementedError
 
+    def smallest_variances(self, covariances: Array) -> Array:
+        """Smallest variance along any direction, per covariance matrix.
+
+        The smallest eigenvalue; shape K (1 for tied).
+        """
+        return np.min(self.variances(covariances), axis=1)
+
     def add_to_variances(
         self, covariances: Array, amount: Array, component: int | None
     ) -> Array:
@@ -195,6 +202,10 @@ class CovarianceStrategy:
 
 class _DenseMixin:
     """Shared pieces of the two types with dense D x D matrices."""
+
+    def smallest_variances(self, covariances: Array) -> Array:
+        stacked = covariances.reshape((-1, *covariances.shape[-2:]))
+        return np.linalg.eigvalsh(stacked)[:, 0]
 
     def scatter_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         return (n_components, n_features, n_features)

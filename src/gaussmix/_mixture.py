@@ -385,6 +385,7 @@ default="kmeans"
                 ConvergenceWarning,
                 stacklevel=3,
             )
+        self._warn_if_collapsed(strategy, params, reg_covar, variances)
         shift = n_features * math.log(scale)
         self._set_fitted(params, X.dtype, scale)
         self.converged_ = converged
@@ -412,6 +413,38 @@ default="kmeans"
         delta = second.diff_sum / second.resp_sum[:, None]
         centred = diag.centre(second.scatter, second.resp_sum, delta)
         return np.maximum(centred[0] / second.resp_sum[0], 0.0)
+
+    def _warn_if_collapsed(
+        self,
+        strategy: CovarianceStrategy,
+        params: Params,
+        reg_covar: float,
+        variances: Array,
+    ) -> None:
+        """Warn when a component's covariance collapsed onto a subspace.
+
+        The likelihood is unbounded near such solutions (typically a
+        component sitting on repeated values of a discrete feature), so the
+        fit and its AIC/BIC reward the degeneracy; mclust reports such
+        models as singular.
+        """
+        positive = variances[variances > 0]
+        if positive.size == 0:
+            return
+        tiny = 1e-8 * float(np.min(positive))
+        smallest = strategy.smallest_variances(params.covariances) - reg_covar
+        collapsed = np.flatnonzero(smallest <= tiny)
+        if collapsed.size:
+            warnings.warn(
+                f"The covariance of component(s) {collapsed.tolist()} collapsed "
+                "(zero variance in some direction, apart from reg_covar): the "
+                "likelihood is unbounded there, so this fit and its AIC/BIC "
+                "reward the degeneracy. Repeated values (for instance an "
+                "integer-valued feature) often cause it; consider fewer "
+                "components, another covariance_type or a larger reg_covar.",
+                DegenerateDataWarning,
+                stacklevel=4,
+            )
 
     def _warn_if_regularisation_dominates(
         self, reg_covar: float, variances: Array, scale: float
