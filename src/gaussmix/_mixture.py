@@ -385,7 +385,8 @@ default="kmeans"
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        self._warn_if_collapsed(strategy, params, reg_covar, variances)
+        if self.max_iter > 0:
+            self._warn_if_collapsed(strategy, params, reg_covar, variances)
         shift = n_features * math.log(scale)
         self._set_fitted(params, X.dtype, scale)
         self.converged_ = converged
