@@ -20,7 +20,6 @@ def read_csv(name: str, columns: slice | None = None) -> np.ndarray:
 def start_params(X, n_components, covariance_type, seed=0):
     """Deliberately rough but valid starting parameters for EM."""
     rng = np.random.RandomState(seed)
-    n_features = X.shape[1]
     means = X[rng.choice(len(X), n_components, replace=False)] + 0.1
     weights = rng.uniform(0.5, 1.5, n_components)
     weights /= weights.sum()

@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import COVARIANCE_TYPES, start_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -14,6 +13,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from gaussmix import DegenerateDataWarning, GaussianMixture
 from gaussmix._covariance import get_covariance
 from gaussmix._em import Params, e_step
+from helpers import COVARIANCE_TYPES, start_params
 
 PARAMS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 
@@ -99,7 +99,11 @@ def test_invariant_to_component_permutation(blobs, covariance_type):
     b = GaussianMixture(3, **kwargs, **permuted).fit(blobs)
     for name in PARAMS:
         value = getattr(a, name)
-        expected = value if covariance_type == "tied" and name != "weights_" and name != "means_" else value[perm]
+        expected = (
+            value
+            if covariance_type == "tied" and name != "weights_" and name != "means_"
+            else value[perm]
+        )
         np.testing.assert_allclose(getattr(b, name), expected, rtol=1e-9, err_msg=name)
 
 
@@ -242,9 +246,9 @@ def test_duplicated_points_never_give_nan(covariance_type):
         # that components collapsed. Neither is what this test is about.
         warnings.simplefilter("ignore", DegenerateDataWarning)
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = GaussianMixture(
-            4, covariance_type=covariance_type, random_state=0
-        ).fit(X)
+        model = GaussianMixture(4, covariance_type=covariance_type, random_state=0).fit(
+            X
+        )
     for name in PARAMS:
         assert np.all(np.isfinite(getattr(model, name))), name
     assert np.all(np.isfinite(model.score_samples(X)))
@@ -253,8 +257,9 @@ def test_duplicated_points_never_give_nan(covariance_type):
 def test_collapsed_component_warns(faithful):
     # Integer-valued waiting times let a diagonal component sit on one value.
     with pytest.warns(DegenerateDataWarning, match="collapsed"):
-        GaussianMixture(5, covariance_type="diag", n_init=5, tol=1e-8,
-                        max_iter=1000, random_state=0).fit(faithful)
+        GaussianMixture(
+            5, covariance_type="diag", n_init=5, tol=1e-8, max_iter=1000, random_state=0
+        ).fit(faithful)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

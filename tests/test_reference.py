@@ -8,7 +8,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from gaussmix import GaussianMixture
-
 from helpers import COVARIANCE_TYPES, read_csv, start_params
 
 PARAMS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
@@ -54,7 +53,10 @@ def test_log_densities_match_scipy(blobs, covariance_type):
 def _assert_same_fit(ours, theirs):
     for name in PARAMS:
         np.testing.assert_allclose(
-            getattr(ours, name), getattr(theirs, name), rtol=1e-8, atol=1e-12,
+            getattr(ours, name),
+            getattr(theirs, name),
+            rtol=1e-8,
+            atol=1e-12,
             err_msg=name,
         )
     assert ours.n_iter_ == theirs.n_iter_
@@ -72,7 +74,9 @@ def test_same_start_same_fit_as_sklearn(request, covariance_type, data):
     ours = GaussianMixture(3, **kwargs).fit(X)
     theirs = SkGaussianMixture(3, **kwargs).fit(X)
     _assert_same_fit(ours, theirs)
-    np.testing.assert_allclose(ours.score_samples(X), theirs.score_samples(X), rtol=1e-9)
+    np.testing.assert_allclose(
+        ours.score_samples(X), theirs.score_samples(X), rtol=1e-9
+    )
     np.testing.assert_allclose(ours.bic(X), theirs.bic(X), rtol=1e-10)
     np.testing.assert_allclose(ours.aic(X), theirs.aic(X), rtol=1e-10)
 
@@ -125,9 +129,13 @@ def test_tutorial_code_runs_unchanged_and_agrees(faithful):
     ours = GaussianMixture(n_components=3, random_state=42).fit(X)
     theirs = SkGaussianMixture(n_components=3, random_state=42).fit(X)
     np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
-    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-9)
+    np.testing.assert_allclose(
+        ours.predict_proba(X), theirs.predict_proba(X), atol=1e-9
+    )
     for name in ("means_", "covariances_", "weights_"):
-        np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-8)
+        np.testing.assert_allclose(
+            getattr(ours, name), getattr(theirs, name), rtol=1e-8
+        )
     np.testing.assert_allclose(ours.aic(X), theirs.aic(X), rtol=1e-10)
     np.testing.assert_allclose(ours.bic(X), theirs.bic(X), rtol=1e-10)
     np.testing.assert_array_equal(ours.fit_predict(X), theirs.fit_predict(X))
@@ -136,7 +144,10 @@ def test_tutorial_code_runs_unchanged_and_agrees(faithful):
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_warm_start_matches_sklearn(blobs, covariance_type):
     kwargs = dict(
-        covariance_type=covariance_type, warm_start=True, max_iter=2, tol=0.0,
+        covariance_type=covariance_type,
+        warm_start=True,
+        max_iter=2,
+        tol=0.0,
         random_state=0,
     )
     ours, theirs = GaussianMixture(3, **kwargs), SkGaussianMixture(3, **kwargs)
@@ -166,9 +177,14 @@ def test_sample_matches_sklearn(blobs, covariance_type):
 # require agreement where its start finds the global optimum, and otherwise
 # a fit at least as good.
 
+
 def _best_fit(X, k, covariance_type, n_init=10):
     return GaussianMixture(
-        k, covariance_type=covariance_type, n_init=n_init, tol=1e-10, max_iter=2000,
+        k,
+        covariance_type=covariance_type,
+        n_init=n_init,
+        tol=1e-10,
+        max_iter=2000,
         random_state=0,
     ).fit(X)
 
@@ -211,7 +227,8 @@ def test_faithful_eee3_parameters_match_mclust(faithful):
         model.weights_[order], [0.3563696, 0.1656784, 0.4779520], atol=0.01
     )
     np.testing.assert_allclose(
-        model.covariances_, [[0.07825448, 0.4801979], [0.4801979, 33.7671464]],
+        model.covariances_,
+        [[0.07825448, 0.4801979], [0.4801979, 33.7671464]],
         rtol=0.03,
     )
 
@@ -234,7 +251,9 @@ def test_acidity_e2_matches_mclust():
     # mclust vignette: E,2 log-likelihood -185.9493, BIC -392.0723.
     np.testing.assert_allclose(model.score(X) * len(X), -185.9493, atol=1e-3)
     np.testing.assert_allclose(-model.bic(X), -392.0723, atol=1e-3)
-    np.testing.assert_allclose(np.sort(model.means_.ravel()), [4.3709, 6.3202], atol=1e-3)
+    np.testing.assert_allclose(
+        np.sort(model.means_.ravel()), [4.3709, 6.3202], atol=1e-3
+    )
     np.testing.assert_allclose(model.covariances_[0, 0], 0.18637, atol=1e-4)
 
 

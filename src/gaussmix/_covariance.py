@@ -77,9 +77,7 @@ def _precision_cholesky_from_precision(precision: Array) -> Array:
 
 
 def _check_symmetric_positive_definite(matrix: Array, name: str) -> None:
-    if not (
-        np.allclose(matrix, matrix.T) and np.all(np.linalg.eigvalsh(matrix) > 0.0)
-    ):
+    if not (np.allclose(matrix, matrix.T) and np.all(np.linalg.eigvalsh(matrix) > 0.0)):
         raise ValueError(f"'{name} precision' should be symmetric, positive-definite")
 
 

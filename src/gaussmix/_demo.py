@@ -69,23 +69,34 @@ def main(out: TextIO = sys.stdout) -> int:
     candidates = [item for item in table.items() if np.isfinite(item[1][0])]
     (best_type, best_k), (best_bic, model) = min(candidates, key=lambda kv: kv[1][0])
     write()
-    write(f"Chosen by BIC: {best_k} components, covariance '{best_type}', BIC {best_bic:.3f}")
+    write(
+        f"Chosen by BIC: {best_k} components, covariance '{best_type}', "
+        f"BIC {best_bic:.3f}"
+    )
     write(
         f"log-likelihood {model.score(X) * len(X):.3f}, "
         f"{model._n_parameters()} parameters, AIC {model.aic(X):.3f}, "
         f"converged after {model.n_iter_} iterations"
     )
-    write("(mclust chooses EEE,3, the same model, with BIC -2314.3 in its sign convention)")
+    write(
+        "(mclust chooses EEE,3, that is tied with 3 components, "
+        "with BIC -2314.3 in its sign convention)"
+    )
     write()
     labels = model.predict(X)
     names = faithful.feature_names
     order = np.argsort(model.means_[:, 0])
-    write(f"{'component':>9}  {'weight':>6}  {'n':>4}  " + "  ".join(f"{'mean ' + n:>16}" for n in names))
+    write(
+        f"{'component':>9}  {'weight':>6}  {'n':>4}  "
+        + "  ".join(f"{'mean ' + n:>16}" for n in names)
+    )
     for k in order:
         means = "  ".join(f"{m:16.3f}" for m in model.means_[k])
         write(f"{k:>9}  {model.weights_[k]:6.3f}  {np.sum(labels == k):4d}  {means}")
     write()
-    write("Covariance" + (" (shared by all components)" if best_type == "tied" else "s"))
+    write(
+        "Covariance" + (" (shared by all components)" if best_type == "tied" else "s")
+    )
     covariances = model.covariances_
     blocks = [covariances] if best_type == "tied" else [covariances[k] for k in order]
     for block in blocks:
@@ -93,5 +104,8 @@ def main(out: TextIO = sys.stdout) -> int:
             write("    " + "  ".join(f"{v:10.4f}" for v in np.atleast_1d(row)))
         write()
     uncertain = int(np.sum(model.predict_proba(X).max(axis=1) < 0.9))
-    write(f"{uncertain} of {len(X)} eruptions are assigned with less than 90% probability.")
+    write(
+        f"{uncertain} of {len(X)} eruptions are assigned with less than "
+        "90% probability."
+    )
     return 0

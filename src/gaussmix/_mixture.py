@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator
 from numbers import Integral, Real
 from os import PathLike
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
@@ -34,7 +34,7 @@ logger = logging.getLogger("gaussmix")
 
 __all__ = ["GaussianMixture"]
 
-# Data whose spread is outside [2**-60, 2**60] is fitted after an exact
+# Data whose magnitude is outside [2**-60, 2**60] is fitted after an exact
 # power-of-two rescaling, so that squares neither overflow nor underflow.
 _SCALE_LIMIT = 2.0**60
 
@@ -63,19 +63,25 @@ def _check_sample_weight(sample_weight: Any, n_samples: int, dtype: Any) -> Arra
         raise ValueError(
             "sample_weight contains negative values; weights must be >= 0."
         )
-    if not np.any(weights > 0):
+    largest = float(np.max(weights))
+    if largest <= 0:
         raise ValueError(
             "sample_weight is zero for every sample; at least one sample needs "
             "a positive weight."
         )
+    # EM depends only on the ratios of the weights: an exact power-of-two
+    # rescaling keeps huge or tiny weights (and their sum) representable,
+    # also in float32.
+    if not 2.0**-60 <= largest <= 2.0**60:
+        weights = weights * 2.0 ** (-round(math.log2(largest)))
     return weights.astype(dtype)
 
 
-def _power_of_two_scale(std: float) -> float:
-    """1.0 for ordinary data, else a power of two that brings ``std`` near 1."""
-    if std == 0.0 or 1.0 / _SCALE_LIMIT <= std <= _SCALE_LIMIT:
+def _power_of_two_scale(magnitude: float) -> float:
+    """1.0 for ordinary data, else a power of two that brings it near 1."""
+    if magnitude == 0.0 or 1.0 / _SCALE_LIMIT <= magnitude <= _SCALE_LIMIT:
         return 1.0
-    return float(2.0 ** (-round(math.log2(std))))
+    return float(2.0 ** (-round(math.log2(magnitude))))
 
 
 @contextlib.contextmanager
@@ -185,16 +191,27 @@ default="kmeans"
     --------
     >>> import numpy as np
     >>> from gaussmix import GaussianMixture
-    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+    >>> X = np.array([[1, 2], [1.5, 4], [0.8, 0], [10, 2], [10.5, 4], [9.7, 0]])
     >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
     >>> gm.means_
-    array([[10.,  2.],
-           [ 1.,  2.]])
+    array([[10.06666667,  2.        ],
+           [ 1.1       ,  2.        ]])
     >>> gm.predict([[0, 0], [12, 3]])
     array([1, 0])
     """
 
-    _parameter_constraints: dict = {
+    # Fitted attributes (annotations only: they exist after fit).
+    weights_: Array
+    means_: Array
+    covariances_: Array
+    precisions_: Array
+    precisions_cholesky_: Array
+    converged_: bool
+    n_iter_: int
+    lower_bound_: float
+    lower_bounds_: list[float]
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
         "tol": [Interval(Real, 0.0, None, closed="left")],
@@ -296,9 +313,7 @@ default="kmeans"
 
     def _fit(self, X: Any, sample_weight: Any) -> Array:
         self._validate_params()
-        X = validate_data(
-            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2
-        )
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         n_samples, n_features = X.shape
         weights = (
             None
@@ -316,12 +331,17 @@ default="kmeans"
         strategy = self._strategy()
         init = self._checked_initial_parameters(strategy, n_features, X.dtype)
 
-        variances = self._column_variances(X, weights)
-        scale = _power_of_two_scale(float(np.sqrt(np.max(variances))))
+        # The scale is read off the magnitudes, before anything is squared.
+        scale = _power_of_two_scale(max(float(np.max(X)), -float(np.min(X))))
+        if self.reg_covar > 0:
+            # Keep reg_covar representable in the rescaled units.
+            exponent = 0.5 * (math.log2(1e300) - math.log2(self.reg_covar))
+            limit = 2.0 ** math.floor(exponent)
+            scale = min(scale, limit)
         if scale != 1.0:
             X = X * X.dtype.type(scale)
-            variances = variances * scale**2
-        reg_covar = float(self.reg_covar) * scale**2
+        variances = self._column_variances(X, weights)
+        reg_covar = float(self.reg_covar) * scale * scale
         self._warn_if_regularisation_dominates(reg_covar, variances, scale)
         eps = float(np.finfo(X.dtype).eps)
         variance_floor = 1e3 * eps * (variances + np.mean(variances))
@@ -336,8 +356,14 @@ default="kmeans"
                 logger.info("Initialization %d", init_index)
                 if do_init:
                     params = self._initial_params(
-                        X, weights, strategy, init, scale, reg_covar,
-                        variance_floor, random_state,
+                        X,
+                        weights,
+                        strategy,
+                        init,
+                        scale,
+                        reg_covar,
+                        variance_floor,
+                        random_state,
                     )
                     lower_bound = -math.inf
                 else:
@@ -395,7 +421,9 @@ default="kmeans"
         self.lower_bounds_ = [value + shift for value in lower_bounds]
         return X if scale == 1.0 else X / X.dtype.type(scale)
 
-    def _report_iteration(self, n_iter: int, params: Params, lower_bound: float) -> None:
+    def _report_iteration(
+        self, n_iter: int, params: Params, lower_bound: float
+    ) -> None:
         if n_iter % self.verbose_interval == 0:
             logger.info("  Iteration %d\t lower bound %.5f", n_iter, lower_bound)
 
@@ -454,7 +482,7 @@ default="kmeans"
         if largest > 0 and reg_covar > largest:
             warnings.warn(
                 f"reg_covar={self.reg_covar:g} exceeds the variance of every "
-                f"feature (the largest is {largest / scale**2:.3g}), so the "
+                f"feature (the largest is {largest / scale / scale:.3g}), so the "
                 "fitted covariances will be dominated by it. Lower reg_covar "
                 "or rescale X (for instance with StandardScaler).",
                 DegenerateDataWarning,
@@ -465,7 +493,11 @@ default="kmeans"
         self, strategy: CovarianceStrategy, n_features: int, dtype: Any
     ) -> dict[str, Array | None]:
         """Validate weights_init, means_init and precisions_init (not stored)."""
-        init: dict[str, Array | None] = {"weights": None, "means": None, "precisions": None}
+        init: dict[str, Array | None] = {
+            "weights": None,
+            "means": None,
+            "precisions": None,
+        }
         k = self.n_components
         if self.weights_init is not None:
             weights = check_array(
@@ -477,16 +509,17 @@ default="kmeans"
                     f"{(k,)}, but got {weights.shape}"
                 )
             if np.any(np.less(weights, 0.0)) or np.any(np.greater(weights, 1.0)):
+                # scikit-learn's words, including its swapped min and max.
                 raise ValueError(
                     "The parameter 'weights' should be in the range "
-                    "[0, 1], but got max value %.5f, min value %.5f"
-                    % (np.min(weights), np.max(weights))
+                    f"[0, 1], but got max value {np.min(weights):.5f}, "
+                    f"min value {np.max(weights):.5f}"
                 )
             atol = 1e-6 if weights.dtype == np.float32 else 1e-8
             if not np.allclose(float(np.abs(1.0 - np.sum(weights))), 0.0, atol=atol):
                 raise ValueError(
                     "The parameter 'weights' should be normalized, "
-                    "but got sum(weights) = %.5f" % np.sum(weights)
+                    f"but got sum(weights) = {np.sum(weights):.5f}"
                 )
             init["weights"] = weights.astype(np.float64)
         if self.means_init is not None:
@@ -524,7 +557,9 @@ default="kmeans"
         """Starting parameters: from the init arrays, else from responsibilities."""
         n_features = X.shape[1]
         given_weights, given_means, given_precisions = (
-            init["weights"], init["means"], init["precisions"]
+            init["weights"],
+            init["means"],
+            init["precisions"],
         )
         if given_weights is None or given_means is None or given_precisions is None:
             resp_of_rows = initial_responsibilities(
@@ -557,18 +592,30 @@ default="kmeans"
         return Params(
             np.asarray(self.weights_, dtype=np.float64),
             np.asarray(self.means_, dtype=np.float64) * scale,
-            np.asarray(self.covariances_, dtype=np.float64) * scale**2,
+            np.asarray(self.covariances_, dtype=np.float64) * scale * scale,
             np.asarray(self.precisions_cholesky_, dtype=np.float64) / scale,
         )
 
     def _set_fitted(self, params: Params, dtype: Any, scale: float) -> None:
         strategy = self._strategy()
+        with np.errstate(over="ignore", under="ignore", divide="ignore"):
+            covariances = (params.covariances / scale / scale).astype(dtype)
+            prec_chol = params.precisions_cholesky * scale
+            precisions = strategy.precisions(prec_chol).astype(dtype)
+            prec_chol = prec_chol.astype(dtype)
+        if not (np.all(np.isfinite(covariances)) and np.all(np.isfinite(precisions))):
+            raise ValueError(
+                "The fitted covariances or precisions overflow "
+                f"{np.dtype(dtype).name}: X's values (up to about "
+                f"{1.0 / scale:.1e}) are too large or too small for their squares "
+                "to be represented. Rescale X (for instance with "
+                "sklearn.preprocessing.StandardScaler) and fit again."
+            )
         self.weights_ = params.weights.astype(dtype)
         self.means_ = (params.means / scale).astype(dtype)
-        self.covariances_ = (params.covariances / scale**2).astype(dtype)
-        prec_chol = params.precisions_cholesky * scale
-        self.precisions_cholesky_ = prec_chol.astype(dtype)
-        self.precisions_ = strategy.precisions(prec_chol).astype(dtype)
+        self.covariances_ = covariances
+        self.precisions_cholesky_ = prec_chol
+        self.precisions_ = precisions
 
     def _params(self) -> Params:
         return self._scaled_params(1.0)

@@ -93,12 +93,15 @@ def save_model(model: GaussianMixture, path: str | PathLike[str]) -> None:
         "n_iter": int(model.n_iter_),
         "lower_bound": _float_to_json(model.lower_bound_),
         "lower_bounds": [_float_to_json(v) for v in model.lower_bounds_],
-        "feature_names": None if feature_names is None else [str(f) for f in feature_names],
+        "feature_names": None
+        if feature_names is None
+        else [str(f) for f in feature_names],
     }
     encoded = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
     arrays = {name: np.asarray(getattr(model, name + "_")) for name in _ARRAYS}
+    arrays["metadata"] = encoded
     with open(path, "wb") as handle:
-        np.savez(handle, metadata=encoded, **arrays)
+        np.savez(handle, allow_pickle=False, **arrays)
 
 
 def _float_to_json(value: float) -> float | str:
@@ -144,7 +147,7 @@ def load(path: str | PathLike[str]) -> GaussianMixture:
     >>> import tempfile, os
     >>> import numpy as np
     >>> import gaussmix
-    >>> X = np.array([[1.0, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+    >>> X = np.array([[1, 2], [1.5, 4], [0.8, 0], [10, 2], [10.5, 4], [9.7, 0]])
     >>> gm = gaussmix.GaussianMixture(2, random_state=0).fit(X)
     >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
     >>> gm.save(path)
@@ -177,15 +180,34 @@ def _read_member(archive: zipfile.ZipFile, name: str, max_bytes: int) -> np.ndar
     if info.file_size > max_bytes:
         raise _bad(f"member {member!r} is larger than its metadata allows")
     with archive.open(info) as handle:
-        array = np.lib.format.read_array(handle, allow_pickle=False)
-    return array
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise _bad(f"member {member!r} has an unsupported .npy version")
+        if dtype.hasobject:
+            raise _bad(f"member {member!r} holds Python objects")
+        # The header's shape is checked before anything is allocated.
+        n_bytes = math.prod(shape) * dtype.itemsize
+        if n_bytes > max_bytes:
+            raise _bad(f"member {member!r} declares more data than its metadata allows")
+        data = handle.read(n_bytes)
+    if len(data) != n_bytes:
+        raise _bad(f"member {member!r} is truncated")
+    order = "F" if fortran_order else "C"
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order).copy()
 
 
 def _load_from_archive(archive: zipfile.ZipFile) -> GaussianMixture:
     from ._mixture import GaussianMixture
 
     expected = {"metadata.npy"} | {name + ".npy" for name in _ARRAYS}
-    names = set(archive.namelist())
+    listed = archive.namelist()
+    names = set(listed)
+    if len(listed) != len(names):
+        raise _bad("a member appears more than once")
     if names != expected:
         raise _bad(f"unexpected members {sorted(names ^ expected)}")
 
@@ -215,7 +237,11 @@ def _load_from_archive(archive: zipfile.ZipFile) -> GaussianMixture:
     n_features = metadata.get("n_features")
     covariance_type = metadata.get("covariance_type")
     for name, value in (("n_components", n_components), ("n_features", n_features)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 20:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= 1 << 20
+        ):
             raise _bad(f"{name} must be a positive integer")
     assert isinstance(n_components, int) and isinstance(n_features, int)
     if covariance_type not in COVARIANCE_TYPES:
@@ -246,11 +272,32 @@ def _load_from_archive(archive: zipfile.ZipFile) -> GaussianMixture:
     if np.any(weights < 0) or not math.isclose(float(weights.sum()), 1.0, rel_tol=1e-4):
         raise _bad("weights must be non-negative and sum to 1")
     try:
-        strategy.precision_cholesky(arrays["covariances"].astype(np.float64))
+        recomputed = strategy.precision_cholesky(
+            arrays["covariances"].astype(np.float64)
+        )
     except ValueError:
         raise _bad("covariances are not positive definite") from None
     if not np.all(strategy.variances(arrays["precisions"]) > 0):
         raise _bad("precisions are not positive")
+    if not np.all(strategy.variances(arrays["precisions_cholesky"]) > 0):
+        raise _bad("precisions_cholesky must have a positive diagonal")
+    # The three parametrisations must describe the same Gaussians (this also
+    # rejects a non-symmetric covariance, whose Cholesky reads one triangle).
+    tolerance = 1e-3 if dtype == np.float32 else 1e-7
+    stored = arrays["precisions_cholesky"].astype(np.float64)
+    for name, value, reference in (
+        ("precisions_cholesky", stored, recomputed),
+        (
+            "covariances",
+            arrays["covariances"],
+            strategy.covariances_from_precision_cholesky(stored),
+        ),
+        ("precisions", arrays["precisions"], strategy.precisions(stored)),
+    ):
+        if not np.allclose(
+            value, reference, rtol=tolerance, atol=tolerance * np.max(np.abs(reference))
+        ):
+            raise _bad(f"{name} is inconsistent with covariances")
 
     params = metadata.get("params")
     if not isinstance(params, dict) or set(params) != set(_SCALAR_PARAMS):
@@ -260,10 +307,15 @@ def _load_from_archive(archive: zipfile.ZipFile) -> GaussianMixture:
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        if not isinstance(value, kinds) or (
+            isinstance(value, bool) and bool not in kinds
+        ):
             raise _bad(f"hyperparameter {name} has the wrong type")
         params[name] = value
-    if params["n_components"] != n_components or params["covariance_type"] != covariance_type:
+    if (
+        params["n_components"] != n_components
+        or params["covariance_type"] != covariance_type
+    ):
         raise _bad("hyperparameters disagree with the arrays")
 
     model = GaussianMixture(**params)
@@ -286,7 +338,11 @@ def _load_from_archive(archive: zipfile.ZipFile) -> GaussianMixture:
         raise _bad("lower_bounds must be a list")
     converged = metadata.get("converged")
     n_iter = metadata.get("n_iter")
-    if not isinstance(converged, bool) or isinstance(n_iter, bool) or not isinstance(n_iter, int):
+    if (
+        not isinstance(converged, bool)
+        or isinstance(n_iter, bool)
+        or not isinstance(n_iter, int)
+    ):
         raise _bad("converged must be a boolean and n_iter an integer")
 
     model.weights_ = arrays["weights"]
