@@ -196,8 +196,10 @@ def _read_member(archive: zipfile.ZipFile, name: str, max_bytes: int) -> np.ndar
         data = handle.read(n_bytes)
     if len(data) != n_bytes:
         raise _bad(f"member {member!r} is truncated")
-    order = "F" if fortran_order else "C"
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order).copy()
+    flat = np.frombuffer(data, dtype=dtype)
+    if fortran_order:
+        return flat.reshape(shape, order="F").copy()
+    return flat.reshape(shape).copy()
 
 
 def _load_from_archive(archive: zipfile.ZipFile) -> GaussianMixture:
