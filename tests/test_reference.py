@@ -262,3 +262,13 @@ def test_galaxies_v3_at_least_as_good_as_mclust():
     model = _best_fit(X, 3, "full")
     # mclust vignette: V,3 log-likelihood -203.1792 (best of 20 random starts).
     assert model.score(X) * len(X) >= -203.1792 - 1e-3
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_dense_covariances_match_the_reference_expansion(blobs, covariance_type):
+    from gaussmix._covariance import get_covariance
+
+    model = GaussianMixture(3, covariance_type=covariance_type, random_state=0)
+    model.fit(blobs)
+    dense = get_covariance(covariance_type).dense(model.covariances_, 3, 3)
+    np.testing.assert_array_equal(dense, _full_covariances(model))

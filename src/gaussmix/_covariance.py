@@ -144,6 +144,16 @@ class CovarianceStrategy:
         """The per-component variances on the diagonal, shape K x D."""
         raise NotImplementedError
 
+    def dense(self, covariances: Array, n_components: int, n_features: int) -> Array:
+        """Every component's covariance as a D x D matrix: K x D x D."""
+        variances = np.broadcast_to(
+            self.variances(covariances), (n_components, n_features)
+        )
+        out = np.zeros((n_components, n_features, n_features), covariances.dtype)
+        idx = np.arange(n_features)
+        out[:, idx, idx] = variances
+        return out
+
     def smallest_variances(self, covariances: Array) -> Array:
         """Smallest variance along any direction, per covariance matrix.
 
@@ -200,6 +210,10 @@ class CovarianceStrategy:
 
 class _DenseMixin:
     """Shared pieces of the two types with dense D x D matrices."""
+
+    def dense(self, covariances: Array, n_components: int, n_features: int) -> Array:
+        stacked = covariances.reshape((-1, *covariances.shape[-2:]))
+        return np.broadcast_to(stacked, (n_components, *stacked.shape[1:])).copy()
 
     def smallest_variances(self, covariances: Array) -> Array:
         stacked = covariances.reshape((-1, *covariances.shape[-2:]))

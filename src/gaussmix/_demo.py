@@ -9,7 +9,7 @@ from typing import TextIO
 
 import numpy as np
 
-from ._covariance import COVARIANCE_TYPES
+from ._covariance import COVARIANCE_TYPES, get_covariance
 from ._errors import DegenerateDataWarning
 from ._mixture import GaussianMixture
 from .datasets import load_faithful
@@ -94,14 +94,13 @@ def main(out: TextIO = sys.stdout) -> int:
         means = "  ".join(f"{m:16.3f}" for m in model.means_[k])
         write(f"{k:>9}  {model.weights_[k]:6.3f}  {np.sum(labels == k):4d}  {means}")
     write()
-    write(
-        "Covariance" + (" (shared by all components)" if best_type == "tied" else "s")
-    )
-    covariances = model.covariances_
-    blocks = [covariances] if best_type == "tied" else [covariances[k] for k in order]
-    for block in blocks:
-        for row in np.atleast_2d(block):
-            write("    " + "  ".join(f"{v:10.4f}" for v in np.atleast_1d(row)))
+    n_features = X.shape[1]
+    strategy = get_covariance(best_type)
+    dense = strategy.dense(model.covariances_, model.n_components, n_features)
+    for k in order:
+        write(f"Covariance of component {k}")
+        for row in dense[k]:
+            write("    " + "  ".join(f"{v:10.4f}" for v in row))
         write()
     uncertain = int(np.sum(model.predict_proba(X).max(axis=1) < 0.9))
     write(
