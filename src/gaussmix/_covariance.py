@@ -12,6 +12,15 @@ calls its methods, which are named after what they compute:
 * ``covariances``: the M-step from centred scatter statistics;
 * ``colorize``: turning standard normal draws into draws of each component.
 
+The fast E-step expands the quadratic form: with ``z = x - c`` for a centre
+``c`` near the data, ``log w_k + log N(x | mu_k, Sigma_k)`` is a linear
+function of the features ``phi(z) = [quadratic terms of z, z, 1]``, so one
+matrix product ``W @ phi`` gives every component's log-density, and the
+product of the responsibilities with the same features gives every
+statistic the M-step needs (``expand``, ``expanded_weights``,
+``from_expanded``). The expansion loses about ``log10(expansion_error)``
+digits, which the engine checks before using it.
+
 Covariances are never inverted: precision Cholesky factors come from a
 Cholesky factorisation and one triangular solve per component.
 """
@@ -27,6 +36,7 @@ import scipy.linalg
 from ._errors import DegenerateCovarianceError
 
 Array = np.ndarray
+_LOG_2PI = math.log(2.0 * math.pi)
 
 __all__ = ["COVARIANCE_TYPES", "CovarianceStrategy", "get_covariance"]
 
@@ -171,6 +181,52 @@ class CovarianceStrategy:
         """Give ``component`` the average covariance of the others (re-seeding)."""
         raise NotImplementedError
 
+    # -- the expanded (quadratic-feature) form --------------------------------
+    def n_quadratic(self, n_features: int) -> int:
+        """Number of quadratic feature rows in ``phi(z)``."""
+        raise NotImplementedError
+
+    def expand(self, phi: Array, n_features: int) -> None:
+        """Fill the quadratic rows of ``phi`` (F x n) from its ``z`` rows.
+
+        ``phi`` holds the quadratic rows first, then the ``n_features`` rows
+        of ``z``, then a row of ones; only the first block is written.
+        """
+        raise NotImplementedError
+
+    def expanded_weights(
+        self,
+        log_weights: Array,
+        means: Array,
+        prec_chol: Array,
+        centre: Array,
+    ) -> Array:
+        """``W`` (K x F) with ``W @ phi(x - centre)`` the weighted log-densities."""
+        raise NotImplementedError
+
+    def from_expanded(self, sums: Array, n_features: int) -> tuple[Array, Array, Array]:
+        """Split ``resp^T phi`` (K x F) into the counts, sums and scatter.
+
+        Returns ``resp_sum`` (K), ``diff_sum`` (K x D) and the scatter, all
+        taken about the centre the features were computed for.
+        """
+        quadratic = self.n_quadratic(n_features)
+        resp_sum = sums[:, -1].copy()
+        diff_sum = sums[:, quadratic : quadratic + n_features].copy()
+        return resp_sum, diff_sum, self._scatter_from_quadratic(sums[:, :quadratic])
+
+    def _scatter_from_quadratic(self, quadratic_sums: Array) -> Array:
+        raise NotImplementedError
+
+    def expansion_error(self, means: Array, prec_chol: Array, centre: Array) -> float:
+        """How many times machine epsilon the expanded form may lose.
+
+        The expansion cancels terms of the size of ``|mu_k - c|^2`` in
+        units of the component's smallest variance: this is the largest
+        such ratio over the components (an upper bound).
+        """
+        raise NotImplementedError
+
     # -- parametrisations ----------------------------------------------------
     def precision_cholesky(self, covariances: Array) -> Array:
         """Precision Cholesky factors; :class:`DegenerateCovarianceError` if not PD."""
@@ -211,6 +267,57 @@ class CovarianceStrategy:
 class _DenseMixin:
     """Shared pieces of the two types with dense D x D matrices."""
 
+    def n_quadratic(self, n_features: int) -> int:
+        return n_features * (n_features + 1) // 2
+
+    def expand(self, phi: Array, n_features: int) -> None:
+        z = phi[self.n_quadratic(n_features) :][:n_features]
+        row = 0
+        for i in range(n_features):
+            np.multiply(z[i], z[i:], out=phi[row : row + n_features - i])
+            row += n_features - i
+
+    def _expanded_from_factors(
+        self, log_weights: Array, means: Array, factors: Array, centre: Array
+    ) -> Array:
+        """Shared by full and tied: ``factors`` is K x D x D (upper ``L_k``)."""
+        n_components, n_features = means.shape
+        offsets = means - centre
+        whitened = np.matmul(offsets[:, None, :], factors)[:, 0, :]  # a^T L
+        precision_offsets = np.matmul(factors, whitened[:, :, None])[:, :, 0]  # P a
+        precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
+        upper_i, upper_j = np.triu_indices(n_features)
+        doubled = np.where(upper_i == upper_j, 1.0, 2.0)
+        log_det = np.sum(
+            np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1
+        )
+        weights = np.empty((n_components, self.n_quadratic(n_features) + n_features + 1))
+        quadratic = self.n_quadratic(n_features)
+        weights[:, :quadratic] = -0.5 * doubled * precisions[:, upper_i, upper_j]
+        weights[:, quadratic:-1] = precision_offsets
+        weights[:, -1] = (
+            log_weights
+            + log_det
+            - 0.5 * n_features * _LOG_2PI
+            - 0.5 * np.einsum("kd,kd->k", whitened, whitened)
+        )
+        return weights
+
+    def _scatter_from_quadratic(self, quadratic_sums: Array) -> Array:
+        n_components = quadratic_sums.shape[0]
+        n_features = int(round((math.sqrt(8 * quadratic_sums.shape[1] + 1) - 1) / 2))
+        upper_i, upper_j = np.triu_indices(n_features)
+        out = np.empty((n_components, n_features, n_features))
+        out[:, upper_i, upper_j] = quadratic_sums
+        out[:, upper_j, upper_i] = quadratic_sums
+        return out
+
+    @staticmethod
+    def _factor_error(means: Array, factors: Array, centre: Array) -> float:
+        offsets = np.sum((means - centre) ** 2, axis=1)
+        largest_precision = np.linalg.norm(factors, ord=2, axis=(1, 2)) ** 2
+        return float(np.max(offsets * largest_precision))
+
     def dense(self, covariances: Array, n_components: int, n_features: int) -> Array:
         stacked = covariances.reshape((-1, *covariances.shape[-2:]))
         return np.broadcast_to(stacked, (n_components, *stacked.shape[1:])).copy()
@@ -235,6 +342,33 @@ class _DenseMixin:
 
 class _VectorMixin:
     """Shared pieces of the two types with diagonal covariances."""
+
+    def n_quadratic(self, n_features: int) -> int:
+        return n_features
+
+    def expand(self, phi: Array, n_features: int) -> None:
+        z = phi[n_features : 2 * n_features]
+        np.multiply(z, z, out=phi[:n_features])
+
+    def _scatter_from_quadratic(self, quadratic_sums: Array) -> Array:
+        return quadratic_sums.copy()
+
+    def _expanded_from_precisions(
+        self, log_weights: Array, means: Array, precisions: Array, log_det: Array, centre: Array
+    ) -> Array:
+        """Shared by diag and spherical: ``precisions`` is K x D."""
+        n_components, n_features = means.shape
+        offsets = means - centre
+        weights = np.empty((n_components, 2 * n_features + 1))
+        weights[:, :n_features] = -0.5 * precisions
+        weights[:, n_features:-1] = precisions * offsets
+        weights[:, -1] = (
+            log_weights
+            + log_det
+            - 0.5 * n_features * _LOG_2PI
+            - 0.5 * np.sum(precisions * offsets * offsets, axis=1)
+        )
+        return weights
 
     def scatter_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         return (n_components, n_features)
@@ -263,6 +397,14 @@ class FullCovariance(_DenseMixin, CovarianceStrategy):
 
     def log_pdet(self, prec_chol: Array, n_features: int) -> Array:
         return np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
+
+    def expanded_weights(
+        self, log_weights: Array, means: Array, prec_chol: Array, centre: Array
+    ) -> Array:
+        return self._expanded_from_factors(log_weights, means, prec_chol, centre)
+
+    def expansion_error(self, means: Array, prec_chol: Array, centre: Array) -> float:
+        return self._factor_error(means, prec_chol, centre)
 
     def covariances(self, centred: Array, counts: Array, reg_covar: float) -> Array:
         cov = centred / counts[:, None, None]
@@ -359,6 +501,15 @@ class TiedCovariance(_DenseMixin, CovarianceStrategy):
 
     def log_pdet(self, prec_chol: Array, n_features: int) -> Array:
         return np.sum(np.log(np.diagonal(prec_chol)))
+
+    def expanded_weights(
+        self, log_weights: Array, means: Array, prec_chol: Array, centre: Array
+    ) -> Array:
+        factors = np.broadcast_to(prec_chol, (means.shape[0], *prec_chol.shape))
+        return self._expanded_from_factors(log_weights, means, factors, centre)
+
+    def expansion_error(self, means: Array, prec_chol: Array, centre: Array) -> float:
+        return self._factor_error(means, prec_chol[None], centre)
 
     def covariances(self, centred: Array, counts: Array, reg_covar: float) -> Array:
         cov = centred.sum(axis=0) / counts.sum()
@@ -468,6 +619,17 @@ class DiagCovariance(_VectorCovariance):
     def log_pdet(self, prec_chol: Array, n_features: int) -> Array:
         return np.sum(np.log(prec_chol), axis=1)
 
+    def expanded_weights(
+        self, log_weights: Array, means: Array, prec_chol: Array, centre: Array
+    ) -> Array:
+        log_det = self.log_pdet(prec_chol, means.shape[1])
+        return self._expanded_from_precisions(
+            log_weights, means, prec_chol**2, log_det, centre
+        )
+
+    def expansion_error(self, means: Array, prec_chol: Array, centre: Array) -> float:
+        return float(np.max(np.sum(((means - centre) * prec_chol) ** 2, axis=1)))
+
     def covariances(self, centred: Array, counts: Array, reg_covar: float) -> Array:
         return centred / counts[:, None] + reg_covar
 
@@ -523,6 +685,20 @@ class SphericalCovariance(_VectorCovariance):
 
     def log_pdet(self, prec_chol: Array, n_features: int) -> Array:
         return n_features * np.log(prec_chol)
+
+    def expanded_weights(
+        self, log_weights: Array, means: Array, prec_chol: Array, centre: Array
+    ) -> Array:
+        n_features = means.shape[1]
+        log_det = self.log_pdet(prec_chol, n_features)
+        precisions = np.repeat((prec_chol**2)[:, None], n_features, axis=1)
+        return self._expanded_from_precisions(
+            log_weights, means, precisions, log_det, centre
+        )
+
+    def expansion_error(self, means: Array, prec_chol: Array, centre: Array) -> float:
+        offsets = np.sum((means - centre) ** 2, axis=1)
+        return float(np.max(offsets * prec_chol**2))
 
     def covariances(self, centred: Array, counts: Array, reg_covar: float) -> Array:
         return np.mean(centred / counts[:, None] + reg_covar, axis=1)

@@ -28,6 +28,7 @@ from ._covariance import COVARIANCE_TYPES, CovarianceStrategy, get_covariance
 from ._em import Params, em, log_prob_resp, m_step, resp_statistics, weighted_log_prob
 from ._errors import DegenerateDataWarning
 from ._init import INIT_METHODS, initial_responsibilities
+from ._parallel import single_threaded_blas
 
 Array = np.ndarray
 logger = logging.getLogger("gaussmix")
@@ -312,6 +313,10 @@ default="kmeans"
         return get_covariance(self.covariance_type)
 
     def _fit(self, X: Any, sample_weight: Any) -> Array:
+        with single_threaded_blas():
+            return self._fit_unlimited(X, sample_weight)
+
+    def _fit_unlimited(self, X: Any, sample_weight: Any) -> Array:
         self._validate_params()
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         n_samples, n_features = X.shape
