@@ -288,11 +288,9 @@ class _DenseMixin:
         precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
         upper_i, upper_j = np.triu_indices(n_features)
         doubled = np.where(upper_i == upper_j, 1.0, 2.0)
-        log_det = np.sum(
-            np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1
-        )
-        weights = np.empty((n_components, self.n_quadratic(n_features) + n_features + 1))
+        log_det = np.sum(np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1)
         quadratic = self.n_quadratic(n_features)
+        weights = np.empty((n_components, quadratic + n_features + 1))
         weights[:, :quadratic] = -0.5 * doubled * precisions[:, upper_i, upper_j]
         weights[:, quadratic:-1] = precision_offsets
         weights[:, -1] = (
@@ -305,7 +303,7 @@ class _DenseMixin:
 
     def _scatter_from_quadratic(self, quadratic_sums: Array) -> Array:
         n_components = quadratic_sums.shape[0]
-        n_features = int(round((math.sqrt(8 * quadratic_sums.shape[1] + 1) - 1) / 2))
+        n_features = round((math.sqrt(8 * quadratic_sums.shape[1] + 1) - 1) / 2)
         upper_i, upper_j = np.triu_indices(n_features)
         out = np.empty((n_components, n_features, n_features))
         out[:, upper_i, upper_j] = quadratic_sums
@@ -354,7 +352,12 @@ class _VectorMixin:
         return quadratic_sums.copy()
 
     def _expanded_from_precisions(
-        self, log_weights: Array, means: Array, precisions: Array, log_det: Array, centre: Array
+        self,
+        log_weights: Array,
+        means: Array,
+        precisions: Array,
+        log_det: Array,
+        centre: Array,
     ) -> Array:
         """Shared by diag and spherical: ``precisions`` is K x D."""
         n_components, n_features = means.shape
