@@ -45,27 +45,31 @@ __all__ = [
     "chunk_rows",
     "e_step",
     "em",
+    "label_statistics",
     "m_step",
     "resp_statistics",
     "weighted_log_prob",
 ]
 
-# Elements in one K x chunk x D temporary: 2**20 float64 values are 8 MiB,
-# small enough for the caches to help, large enough for BLAS to be efficient.
-_CHUNK_ELEMENTS = 2**20
+# Elements in one K x chunk x D temporary of the exact E-step: 2**16 float64
+# values are 512 KiB, so the few temporaries of a chunk stay in cache and a
+# fit's extra memory stays a small fraction of a large input.
+_CHUNK_ELEMENTS = 2**16
 _LOG_2PI = math.log(2.0 * math.pi)
 
-# Elements in one chunk of expanded features plus log-densities: small
-# enough to stay in a core's cache between the two matrix products.
-_EXPANDED_ELEMENTS = 2**16
-_EXPANDED_ROWS = (256, 4096)
+# Elements in one chunk of expanded features plus log-densities (4 MiB in
+# float64): large enough that NumPy's per-call overhead is amortised, small
+# enough for the caches to help between the two matrix products.
+_EXPANDED_ELEMENTS = 2**19
+_EXPANDED_ROWS = (256, 8192)
 
 # The expanded E-step is used while ``eps * expansion_error`` stays below
 # this: about 1e-9 relative for float64 (parameters agree with the exact
-# E-step to far better than 1e-8), about 1.5e-5 for float32.
+# E-step to far better than 1e-8), about 1e-4 for float32, whose own rounding
+# already costs about that much in a covariance's smallest direction.
 _EXPANSION_TOLERANCE = {
     np.dtype(np.float64): 2.0**-30,
-    np.dtype(np.float32): 2.0**-16,
+    np.dtype(np.float32): 2.0**-13,
 }
 
 
@@ -87,7 +91,7 @@ class EMResult(NamedTuple):
 
 
 def chunk_rows(n_components: int, n_features: int) -> int:
-    """Rows per chunk so one K x rows x D temporary stays near 8 MiB."""
+    """Rows per chunk so one K x rows x D temporary stays near 512 KiB."""
     return max(16, _CHUNK_ELEMENTS // max(1, n_components * n_features))
 
 
@@ -150,6 +154,7 @@ class _ChunkBuffers:
         self.log_prob = np.empty((n_components, rows), dtype=dtype)
         self.top = np.empty(rows, dtype=dtype)
         self.total = np.empty(rows, dtype=dtype)
+        self.inverse = np.empty(rows, dtype=dtype)
         self.start = expansion.n_quadratic
         self.n_features = n_features
 
@@ -182,14 +187,16 @@ def _normalise(log_prob: Array, buffers: _ChunkBuffers, floor: float) -> Array:
     np.maximum(log_prob, floor, out=log_prob)
     np.exp(log_prob, out=log_prob)
     np.sum(log_prob, axis=0, out=total)
-    np.divide(log_prob, total, out=log_prob)
+    inverse = buffers.inverse[:n]
+    np.divide(1.0, total, out=inverse)
+    np.multiply(log_prob, inverse, out=log_prob)
     np.log(total, out=total)
     total += top
     return total
 
 
 class _Partial(NamedTuple):
-    sums: Array  # K x F, float64
+    sums: Array  # F x K, float64
     loglik_sum: float
     worst: tuple[float, int]  # (log p, row) of the worst-explained row
 
@@ -205,8 +212,9 @@ def _expanded_statistics_worker(
     rows_max = max(rows.stop - rows.start for rows in chunks)
     buffers = _ChunkBuffers(expansion, X.shape[1], rows_max)
     floor = _min_log_resp(X.dtype)
-    sums = np.zeros((n_components, n_expanded))
-    part = np.empty((n_components, n_expanded), dtype=X.dtype)
+    # F x K, not K x F: BLAS is faster for this shape of product.
+    sums = np.zeros((n_expanded, n_components))
+    part = np.empty((n_expanded, n_components), dtype=X.dtype)
     loglik_sum = 0.0
     worst = (math.inf, -1)
     for rows in chunks:
@@ -224,7 +232,7 @@ def _expanded_statistics_worker(
         row = int(np.argmin(candidates))
         if candidates[row] < worst[0]:
             worst = (float(candidates[row]), rows.start + row)
-        np.matmul(log_prob, phi.T, out=part)
+        np.matmul(phi, log_prob.T, out=part)
         sums += part
     return _Partial(sums, loglik_sum, worst)
 
@@ -249,7 +257,7 @@ def _expanded_e_step(
     for partial in partials[1:]:
         sums = sums + partial.sums
     worst = min(partial.worst for partial in partials)
-    resp_sum, diff_sum, scatter = strategy.from_expanded(sums, n_features)
+    resp_sum, diff_sum, scatter = strategy.from_expanded(sums.T, n_features)
     if sample_weight is None:
         weight_sum = float(X.shape[0])
     else:
@@ -435,6 +443,55 @@ def resp_statistics(
     return _sum_blocks(X.shape[0], size, block)
 
 
+def label_statistics(
+    X: Array,
+    sample_weight: Array | None,
+    labels: Array,
+    shift: Array,
+    strategy: CovarianceStrategy,
+) -> SufficientStatistics:
+    """Statistics of hard labels (-1: no component), about ``shift`` (K x D).
+
+    Each chunk is sorted by label, so every component's rows are one slice:
+    the cost is one pass over the rows, whatever the number of components.
+    """
+    n_components, n_features = shift.shape
+    size = chunk_rows(1, n_features)
+    shift = shift.astype(X.dtype).astype(np.float64)
+    shift_cast = shift.astype(X.dtype)
+    scatter_shape = strategy.scatter_shape(n_components, n_features)
+
+    def block(rows: slice) -> SufficientStatistics:
+        chunk_labels = labels[rows]
+        order = np.argsort(chunk_labels, kind="stable")
+        sorted_labels = chunk_labels[order]
+        bounds = np.searchsorted(sorted_labels, np.arange(n_components + 1))
+        Xs = X[rows][order]
+        ws = None if sample_weight is None else sample_weight[rows][order]
+        resp_sum = np.zeros(n_components)
+        diff_sum = np.zeros((n_components, n_features))
+        scatter = np.zeros(scatter_shape)
+        for k in range(n_components):
+            lo, hi = bounds[k], bounds[k + 1]
+            if lo == hi:
+                continue
+            diffs = Xs[lo:hi] - shift_cast[k]
+            weights = np.ones(hi - lo, dtype=X.dtype) if ws is None else ws[lo:hi]
+            resp_sum[k] = np.sum(weights, dtype=np.float64)
+            diff_sum[k] = weights @ diffs
+            scatter[k] = strategy.scatter(diffs[None], weights[None])[0]
+        weight_sum = float(
+            rows.stop - rows.start
+            if sample_weight is None
+            else np.sum(sample_weight[rows], dtype=np.float64)
+        )
+        return SufficientStatistics(
+            shift, resp_sum, diff_sum, scatter, weight_sum, loglik_sum=0.0
+        )
+
+    return _sum_blocks(X.shape[0], size, block)
+
+
 def m_step(
     stats: SufficientStatistics,
     strategy: CovarianceStrategy,
@@ -550,9 +607,10 @@ def em(
     lower_bounds: list[float] = []
     converged = False
     n_iter = 0
+    exact = False
     for n_iter in range(1, max_iter + 1):
         previous = lower_bound
-        stats = e_step(X, sample_weight, params, strategy, chunk_size)
+        stats = e_step(X, sample_weight, params, strategy, chunk_size, exact=exact)
         lower_bound = stats.mean_loglik
         if not math.isfinite(lower_bound):
             raise ValueError(
@@ -569,4 +627,22 @@ def em(
         if abs(change) < tol:
             converged = True
             break
+        if not exact and abs(change) < tol + _expansion_noise(
+            X.dtype, params, strategy
+        ):
+            # The change is within the expanded E-step's rounding (float32
+            # far from the centre): judge convergence with exact E-steps.
+            exact = True
     return EMResult(params, lower_bound, lower_bounds, n_iter, converged)
+
+
+def _expansion_noise(
+    dtype: np.dtype, params: Params, strategy: CovarianceStrategy
+) -> float:
+    """How much rounding the expanded E-step may add to the lower bound."""
+    centre = (params.weights @ params.means).astype(dtype).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        error = strategy.expansion_error(
+            params.means, params.precisions_cholesky, centre
+        )
+    return float(np.finfo(dtype).eps) * error

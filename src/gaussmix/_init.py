@@ -1,35 +1,68 @@
 """Initialisation strategies: each gives the responsibilities EM starts from.
 
-A strategy returns a function of a row slice, so that the initial M-step
-streams the rows in chunks like every other pass and never needs a dense
-N x K matrix unless the strategy itself is dense (``"random"``). The random
-draws are made in the same order as scikit-learn's, so the same
-``random_state`` gives the same start.
+Hard strategies (k-means, k-means++, random_from_data) return labels, with
+-1 for rows that start in no component, and a centre per component; the
+initial M-step then takes one pass over the rows. ``"random"`` returns a
+function of a row slice, so the M-step streams its dense N x K matrix in
+chunks. The random draws are made in the same order as scikit-learn's, so
+the same ``random_state`` gives the same start.
+
+On large data (more than ``KMEANS_SAMPLE`` rows with positive weight)
+k-means and k-means++ run on a uniform sample of that many rows, and every
+row is then labelled by its nearest centre. A sample of 65536 rows places
+the centres about as well as all of them, costs a fraction of one EM
+iteration, and keeps the initialisation's memory small; below that size
+the start is scikit-learn's, bit for bit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
+from sklearn.metrics import pairwise_distances_argmin
 
 Array = np.ndarray
 RespOfRows = Callable[[slice], Array]
 
-__all__ = ["INIT_METHODS", "initial_responsibilities"]
+__all__ = ["INIT_METHODS", "KMEANS_SAMPLE", "Start", "initial_responsibilities"]
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+KMEANS_SAMPLE = 2**16
 
 
-def _one_hot(labels: Array, n_components: int) -> RespOfRows:
-    """Rows whose label is -1 get no responsibility at all."""
-    components = np.arange(n_components)
+class Start(NamedTuple):
+    """Either hard ``labels`` with ``centres``, or dense ``resp_of_rows``."""
 
-    def resp_of_rows(rows: slice) -> Array:
-        return (labels[rows, None] == components[None, :]).astype(np.float64)
+    labels: Array | None = None
+    centres: Array | None = None
+    resp_of_rows: RespOfRows | None = None
 
-    return resp_of_rows
+
+def _sample(
+    sample_weight: Array | None, n_samples: int, random_state: np.random.RandomState
+) -> Array | None:
+    """Rows to run k-means on, or None to use all of them."""
+    candidates = (
+        np.arange(n_samples)
+        if sample_weight is None
+        else np.flatnonzero(sample_weight > 0)
+    )
+    if candidates.size <= KMEANS_SAMPLE:
+        return None
+    chosen = random_state.choice(candidates.size, size=KMEANS_SAMPLE, replace=False)
+    return np.sort(candidates[chosen])
+
+
+def _nearest(X: Array, centres: Array) -> Array:
+    """Label of the nearest centre for every row, in chunks."""
+    labels = np.empty(X.shape[0], dtype=np.intp)
+    for start in range(0, X.shape[0], KMEANS_SAMPLE):
+        rows = slice(start, min(start + KMEANS_SAMPLE, X.shape[0]))
+        labels[rows] = pairwise_distances_argmin(X[rows], centres.astype(X.dtype))
+    return labels
 
 
 def initial_responsibilities(
@@ -38,7 +71,7 @@ def initial_responsibilities(
     n_components: int,
     method: str,
     random_state: np.random.RandomState,
-) -> RespOfRows:
+) -> Start:
     """Starting responsibilities for ``method``, using the sample weights.
 
     Parameters
@@ -52,19 +85,30 @@ def initial_responsibilities(
         Consumed in the same order as scikit-learn consumes it.
     """
     n_samples = X.shape[0]
-    if method == "kmeans":
-        kmeans = KMeans(n_clusters=n_components, n_init=1, random_state=random_state)
-        labels = kmeans.fit(X, sample_weight=sample_weight).labels_
-        return _one_hot(labels, n_components)
-    if method == "k-means++":
-        _, indices = kmeans_plusplus(
-            X, n_components, random_state=random_state, sample_weight=sample_weight
+    if method in ("kmeans", "k-means++"):
+        rows = _sample(sample_weight, n_samples, random_state)
+        Xs = X if rows is None else X[rows]
+        ws = sample_weight if rows is None or sample_weight is None else None
+        if rows is not None and sample_weight is not None:
+            ws = sample_weight[rows]
+        if method == "kmeans":
+            kmeans = KMeans(
+                n_clusters=n_components, n_init=1, random_state=random_state
+            )
+            kmeans.fit(Xs, sample_weight=ws)
+            centres = kmeans.cluster_centers_
+            labels = kmeans.labels_ if rows is None else _nearest(X, centres)
+            return Start(labels=labels, centres=centres)
+        centres, indices = kmeans_plusplus(
+            Xs, n_components, random_state=random_state, sample_weight=ws
         )
-        return _seeds(indices, n_samples, n_components)
+        if rows is not None:
+            indices = rows[indices]
+        return _seeds(indices, X, n_components)
     if method == "random":
         resp = random_state.uniform(size=(n_samples, n_components))
         resp /= resp.sum(axis=1)[:, None]
-        return lambda rows: resp[rows]
+        return Start(resp_of_rows=lambda rows: resp[rows])
     if method == "random_from_data":
         if sample_weight is None:
             indices = random_state.choice(n_samples, size=n_components, replace=False)
@@ -73,12 +117,13 @@ def initial_responsibilities(
             indices = random_state.choice(
                 n_samples, size=n_components, replace=False, p=p
             )
-        return _seeds(indices, n_samples, n_components)
+        return _seeds(indices, X, n_components)
     raise ValueError(f"init_params must be one of {INIT_METHODS}, got {method!r}")
 
 
-def _seeds(indices: Array, n_samples: int, n_components: int) -> RespOfRows:
+def _seeds(indices: Array, X: Array, n_components: int) -> Start:
     """One chosen row per component, all other rows unassigned."""
-    labels = np.full(n_samples, -1, dtype=np.intp)
-    labels[np.asarray(indices)] = np.arange(n_components)
-    return _one_hot(labels, n_components)
+    indices = np.asarray(indices)
+    labels = np.full(X.shape[0], -1, dtype=np.intp)
+    labels[indices] = np.arange(n_components)
+    return Start(labels=labels, centres=X[indices].astype(np.float64))

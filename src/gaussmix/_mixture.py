@@ -25,7 +25,15 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._covariance import COVARIANCE_TYPES, CovarianceStrategy, get_covariance
-from ._em import Params, em, log_prob_resp, m_step, resp_statistics, weighted_log_prob
+from ._em import (
+    Params,
+    em,
+    label_statistics,
+    log_prob_resp,
+    m_step,
+    resp_statistics,
+    weighted_log_prob,
+)
 from ._errors import DegenerateDataWarning
 from ._init import INIT_METHODS, initial_responsibilities
 from ._parallel import single_threaded_blas
@@ -567,13 +575,20 @@ default="kmeans"
             init["precisions"],
         )
         if given_weights is None or given_means is None or given_precisions is None:
-            resp_of_rows = initial_responsibilities(
+            start = initial_responsibilities(
                 X, weights, self.n_components, self.init_params, random_state
             )
-            zero = np.zeros((self.n_components, n_features))
-            first = resp_statistics(X, weights, resp_of_rows, zero, strategy)
-            shift = first.diff_sum / np.maximum(first.resp_sum, 1e-300)[:, None]
-            stats = resp_statistics(X, weights, resp_of_rows, shift, strategy)
+            if start.labels is not None:
+                assert start.centres is not None
+                stats = label_statistics(
+                    X, weights, start.labels, start.centres, strategy
+                )
+            else:
+                assert start.resp_of_rows is not None
+                zero = np.zeros((self.n_components, n_features))
+                first = resp_statistics(X, weights, start.resp_of_rows, zero, strategy)
+                shift = first.diff_sum / np.maximum(first.resp_sum, 1e-300)[:, None]
+                stats = resp_statistics(X, weights, start.resp_of_rows, shift, strategy)
             eps = float(np.finfo(X.dtype).eps)
             params, counts = m_step(stats, strategy, reg_covar, variance_floor, eps)
             # scikit-learn divides the initial counts by n_samples, not by

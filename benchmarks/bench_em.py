@@ -1,0 +1,331 @@
+"""gaussmix against scikit-learn, side by side in one process.
+
+For each case both libraries start EM from the same parameters
+(``weights_init``, ``means_init``, ``precisions_init``) and run a fixed
+number of iterations (``tol=0``). Runs alternate between the libraries, and
+the time per iteration is the difference between a long and a short run
+divided by the extra iterations, so set-up and initialisation cancel out.
+The minimum over repeats is used: these machines are shared and noisy, so
+read the ratios, not the seconds.
+
+Also reported: the agreement of the two fits (lower bound and parameters),
+the extra peak memory of a fit as a fraction of the input's size (traced
+with tracemalloc, which sees NumPy's allocations), float32 against float64,
+and a whole default fit (k-means initialisation + EM to convergence).
+
+Run ``python benchmarks/bench_em.py`` (all cases, a few minutes), or
+``--cases b,d --repeats 5``; ``--quick`` shrinks every case tenfold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import time
+import tracemalloc
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sklearn
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from threadpoolctl import threadpool_info
+
+import gaussmix
+from gaussmix import GaussianMixture
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    n_samples: int
+    n_features: int
+    n_components: int
+    covariance_type: str
+    target: float  # the speed-up the project aims for
+
+
+CASES = {
+    "a": Case("a", 100_000, 2, 3, "full", 5.0),
+    "b": Case("b", 1_000_000, 16, 16, "full", 20.0),
+    "c": Case("c", 1_000_000, 16, 16, "diag", 10.0),
+    "d": Case("d", 200_000, 64, 32, "full", 6.0),
+    "e": Case("e", 2_000_000, 4, 8, "full", 30.0),
+}
+
+
+def make_data(case: Case, scale: float, seed: int = 0) -> np.ndarray:
+    """A mixture of ``K`` Gaussians with random, anisotropic covariances."""
+    rng = np.random.default_rng(seed)
+    n = max(1000, int(case.n_samples * scale))
+    d, k = case.n_features, case.n_components
+    means = rng.normal(scale=3.0, size=(k, d))
+    labels = rng.integers(k, size=n)
+    X = np.empty((n, d))
+    for j in range(k):
+        rows = labels == j
+        basis = np.linalg.qr(rng.standard_normal((d, d)))[0]
+        factor = basis * np.sqrt(rng.uniform(0.3, 2.0, size=d))
+        X[rows] = means[j] + rng.standard_normal((int(rows.sum()), d)) @ factor.T
+    return X
+
+
+def start(X: np.ndarray, case: Case, seed: int = 1) -> dict[str, Any]:
+    """The same starting parameters for both libraries."""
+    rng = np.random.default_rng(seed)
+    k, d = case.n_components, case.n_features
+    means = X[rng.choice(X.shape[0], size=k, replace=False)]
+    sample = X[rng.choice(X.shape[0], size=min(X.shape[0], 20_000), replace=False)]
+    cov = np.cov(sample, rowvar=False).reshape(d, d)
+    precision = np.linalg.inv(cov)
+    if case.covariance_type == "full":
+        precisions = np.repeat(precision[None], k, axis=0)
+    elif case.covariance_type == "tied":
+        precisions = precision
+    elif case.covariance_type == "diag":
+        precisions = np.repeat(1.0 / np.diag(cov)[None], k, axis=0)
+    else:
+        precisions = np.full(k, 1.0 / np.mean(np.diag(cov)))
+    return dict(
+        weights_init=np.full(k, 1.0 / k),
+        means_init=means,
+        precisions_init=precisions,
+    )
+
+
+def timed(fit: Callable[[], Any]) -> tuple[float, Any]:
+    gc.collect()
+    began = time.perf_counter()
+    model = fit()
+    return time.perf_counter() - began, model
+
+
+def extra_peak_memory(fit: Callable[[], Any]) -> int:
+    """Peak bytes allocated during ``fit`` beyond what was allocated before."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    fit()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak - before
+
+
+def estimator(cls: type, case: Case, init: dict[str, Any], n_iter: int) -> Any:
+    return cls(
+        case.n_components,
+        covariance_type=case.covariance_type,
+        tol=0.0,
+        max_iter=n_iter,
+        init_params="random_from_data",
+        random_state=0,
+        **init,
+    )
+
+
+def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    scale = np.max(np.abs(b))
+    return float(np.max(np.abs(np.asarray(a, float) - b)) / scale)
+
+
+def per_iteration(
+    X: np.ndarray, case: Case, init: dict[str, Any], repeats: int, short: int, long: int
+) -> dict[str, Any]:
+    times: dict[str, dict[int, list[float]]] = {
+        "sklearn": {short: [], long: []},
+        "gaussmix": {short: [], long: []},
+    }
+    models: dict[str, Any] = {}
+    for _ in range(repeats):
+        for n_iter in (short, long):
+            for name, cls in (
+                ("sklearn", SkGaussianMixture),
+                ("gaussmix", GaussianMixture),
+            ):
+                seconds, model = timed(
+                    lambda cls=cls, n_iter=n_iter: estimator(
+                        cls, case, init, n_iter
+                    ).fit(X)
+                )
+                times[name][n_iter].append(seconds)
+                if n_iter == long:
+                    models[name] = model
+    per_iter = {
+        name: (min(t[long]) - min(t[short])) / (long - short)
+        for name, t in times.items()
+    }
+    ours, theirs = models["gaussmix"], models["sklearn"]
+    return dict(
+        sklearn=per_iter["sklearn"],
+        gaussmix=per_iter["gaussmix"],
+        ratio=per_iter["sklearn"] / per_iter["gaussmix"],
+        lower_bound=abs(ours.lower_bound_ - theirs.lower_bound_)
+        / abs(theirs.lower_bound_),
+        means=relative_difference(ours.means_, theirs.means_),
+        covariances=relative_difference(ours.covariances_, theirs.covariances_),
+    )
+
+
+def float32_check(
+    X: np.ndarray, case: Case, init: dict[str, Any], repeats: int, short: int, long: int
+) -> dict[str, Any]:
+    X32 = X.astype(np.float32)
+    best: dict[str, dict[int, float]] = {"64": {}, "32": {}}
+    models: dict[str, Any] = {}
+    for _ in range(repeats):
+        for n_iter in (short, long):
+            for name, data in (("64", X), ("32", X32)):
+                seconds, model = timed(
+                    lambda data=data, n_iter=n_iter: estimator(
+                        GaussianMixture, case, init, n_iter
+                    ).fit(data)
+                )
+                best[name][n_iter] = min(best[name].get(n_iter, np.inf), seconds)
+                models[name] = model
+    per_iter = {name: (t[long] - t[short]) / (long - short) for name, t in best.items()}
+    m64, m32 = models["64"], models["32"]
+    return dict(
+        speedup=per_iter["64"] / per_iter["32"],
+        lower_bound=abs(m32.lower_bound_ - m64.lower_bound_) / abs(m64.lower_bound_),
+        means=relative_difference(m32.means_, m64.means_),
+        covariances=relative_difference(m32.covariances_, m64.covariances_),
+    )
+
+
+def whole_fit(X: np.ndarray, case: Case, repeats: int) -> dict[str, Any]:
+    """Default fits (k-means initialisation, tol=1e-3) of both libraries."""
+    best: dict[str, float] = {}
+    models: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, cls in (
+            ("sklearn", SkGaussianMixture),
+            ("gaussmix", GaussianMixture),
+        ):
+            seconds, model = timed(
+                lambda cls=cls: cls(
+                    case.n_components,
+                    covariance_type=case.covariance_type,
+                    random_state=0,
+                ).fit(X)
+            )
+            best[name] = min(best.get(name, np.inf), seconds)
+            models[name] = model
+    ours, theirs = models["gaussmix"], models["sklearn"]
+    return dict(
+        sklearn=best["sklearn"],
+        gaussmix=best["gaussmix"],
+        ratio=best["sklearn"] / best["gaussmix"],
+        n_iter=(ours.n_iter_, theirs.n_iter_),
+        lower_bound=(ours.lower_bound_, theirs.lower_bound_),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default="a,b,c,d,e")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="every case 10x smaller")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-float32", action="store_true")
+    parser.add_argument("--no-whole", action="store_true")
+    args = parser.parse_args(argv)
+    scale = 0.1 if args.quick else 1.0
+    warnings.simplefilter("ignore", ConvergenceWarning)
+
+    blas = ", ".join(
+        f"{info.get('internal_api')} {info.get('version')} "
+        f"({info.get('architecture')}, {info.get('num_threads')} threads)"
+        for info in threadpool_info()
+        if info.get("user_api") == "blas"
+    )
+    print(
+        f"gaussmix {gaussmix.__version__}, scikit-learn {sklearn.__version__}, "
+        f"numpy {np.__version__}, Python {platform.python_version()}"
+    )
+    print(f"{os.cpu_count()} CPUs; BLAS: {blas}")
+    print(f"load average at start: {os.getloadavg()}")
+    print()
+
+    rows = []
+    for key in args.cases.split(","):
+        case = CASES[key]
+        X = make_data(case, scale)
+        init = start(X, case)
+        n = X.shape[0]
+        short, long = (
+            (1, 4) if n * case.n_components * case.n_features**2 > 1e9 else (2, 12)
+        )
+        result = per_iteration(X, case, init, args.repeats, short, long)
+        line = (
+            f"({key}) N={n}, D={case.n_features}, K={case.n_components}, "
+            f"{case.covariance_type}: sklearn {result['sklearn']:.4f} s/iter, "
+            f"gaussmix {result['gaussmix']:.4f} s/iter, "
+            f"ratio {result['ratio']:.1f}x (target {case.target:g}x); "
+            f"agreement: lower bound {result['lower_bound']:.1e}, "
+            f"means {result['means']:.1e}, covariances {result['covariances']:.1e}"
+        )
+        print(line, flush=True)
+        memory = ""
+        if not args.no_memory:
+            ours = extra_peak_memory(
+                lambda: estimator(GaussianMixture, case, init, short).fit(X)
+            )
+            theirs = extra_peak_memory(
+                lambda: estimator(SkGaussianMixture, case, init, short).fit(X)
+            )
+            memory = f"{ours / X.nbytes:.0%} / {theirs / X.nbytes:.0%}"
+            print(
+                f"    extra peak memory during fit, % of X ({X.nbytes / 2**20:.0f} MiB): "
+                f"gaussmix {ours / X.nbytes:.1%}, sklearn {theirs / X.nbytes:.1%}",
+                flush=True,
+            )
+        float32 = ""
+        if not args.no_float32:
+            f32 = float32_check(X, case, init, args.repeats, short, long)
+            float32 = f"{f32['speedup']:.1f}x, {f32['lower_bound']:.0e}"
+            print(
+                f"    float32: {f32['speedup']:.2f}x our float64; relative difference: "
+                f"lower bound {f32['lower_bound']:.1e}, means {f32['means']:.1e}, "
+                f"covariances {f32['covariances']:.1e}",
+                flush=True,
+            )
+        rows.append((key, case, n, result, memory, float32))
+
+    if not args.no_whole and "b" in args.cases.split(","):
+        case = CASES["b"]
+        X = make_data(case, scale)
+        whole = whole_fit(X, case, max(1, args.repeats - 1))
+        print(
+            f"(b) whole default fit (k-means init + EM, tol=1e-3): sklearn "
+            f"{whole['sklearn']:.2f} s, gaussmix {whole['gaussmix']:.2f} s, ratio "
+            f"{whole['ratio']:.1f}x (target 10x); n_iter gaussmix/sklearn "
+            f"{whole['n_iter'][0]}/{whole['n_iter'][1]}, lower bound "
+            f"{whole['lower_bound'][0]:.6f}/{whole['lower_bound'][1]:.6f}",
+            flush=True,
+        )
+
+    print()
+    print(
+        "| case | N, D, K, type | sklearn s/iter | gaussmix s/iter | ratio (target) "
+        "| lower bound rel. diff | extra peak memory, ours / sklearn | float32 speed-up, rel. diff |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for key, case, n, result, memory, float32 in rows:
+        print(
+            f"| {key} | {n:,}, {case.n_features}, {case.n_components}, "
+            f"{case.covariance_type} | {result['sklearn']:.4f} | {result['gaussmix']:.4f} | "
+            f"{result['ratio']:.1f}x ({case.target:g}x) | {result['lower_bound']:.0e} | "
+            f"{memory} | {float32} |"
+        )
+    print()
+    print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
