@@ -1,0 +1,295 @@
+"""The fast engine: expanded E-step, its exactness checks, threads, init."""
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from threadpoolctl import threadpool_limits
+
+from gaussmix import GaussianMixture, _em, _init, _parallel
+from gaussmix._covariance import get_covariance
+from gaussmix._em import (
+    Params,
+    e_step,
+    label_statistics,
+    m_step,
+    resp_statistics,
+    weighted_log_prob,
+)
+from helpers import COVARIANCE_TYPES, start_params
+
+
+def _params(model):
+    return Params(
+        np.asarray(model.weights_, float),
+        np.asarray(model.means_, float),
+        np.asarray(model.covariances_, float),
+        np.asarray(model.precisions_cholesky_, float),
+    )
+
+
+def _rough_params(X, covariance_type):
+    """Parameters a few iterations into a fit: unconverged, overlapping."""
+    with pytest.warns(ConvergenceWarning):
+        model = GaussianMixture(
+            3,
+            covariance_type=covariance_type,
+            max_iter=2,
+            tol=0,
+            **start_params(X, 3, covariance_type),
+        ).fit(X)
+    return _params(model)
+
+
+def _m_step(stats, strategy, dtype=np.float64):
+    eps = float(np.finfo(dtype).eps)
+    params, _ = m_step(stats, strategy, 1e-6, np.zeros(stats.shift.shape[1]), eps)
+    return params
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_expanded_e_step_equals_exact_e_step(blobs, covariance_type):
+    strategy = get_covariance(covariance_type)
+    params = _rough_params(blobs, covariance_type)
+    assert _em._expansion(blobs.dtype, params, strategy) is not None
+    weights = np.random.RandomState(1).uniform(0, 2, len(blobs))
+    fast = e_step(blobs, weights, params, strategy)
+    exact = e_step(blobs, weights, params, strategy, exact=True)
+    # Different shifts (the mixture's mean against each component's mean)...
+    assert not np.allclose(fast.shift, exact.shift)
+    # ...but the same likelihood and the same M-step.
+    np.testing.assert_allclose(fast.mean_loglik, exact.mean_loglik, rtol=1e-13)
+    np.testing.assert_allclose(fast.resp_sum, exact.resp_sum, rtol=1e-12)
+    np.testing.assert_array_equal(fast.worst_sample, exact.worst_sample)
+    for a, b in zip(_m_step(fast, strategy), _m_step(exact, strategy), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(
+        weighted_log_prob(blobs, params, strategy),
+        weighted_log_prob(blobs, params, strategy, exact=True),
+        rtol=1e-12,
+    )
+
+
+def _far_apart(distance, scale=1.0, seed=0):
+    """Two tight clusters ``distance`` apart, each with spread ``scale``."""
+    rng = np.random.RandomState(seed)
+    a = rng.normal(size=(300, 3)) * scale
+    b = rng.normal(size=(300, 3)) * scale + distance
+    return np.vstack([a, b])
+
+
+def _start(X):
+    return dict(
+        weights_init=np.array([0.5, 0.5]),
+        means_init=np.vstack([X[:300].mean(axis=0), X[300:].mean(axis=0)]) + 0.01,
+        precisions_init=np.stack([np.eye(3)] * 2),
+    )
+
+
+def test_expansion_refused_where_it_would_lose_digits():
+    """Clusters 1e5 standard deviations apart: the expansion would cancel
+    terms of 1e9 to get results of about 1, losing nine digits."""
+    X = _far_apart(1e5)
+    strategy = get_covariance("full")
+    start = _start(X)
+    covariances = np.stack([np.eye(3)] * 2)
+    params = Params(
+        start["weights_init"],
+        start["means_init"],
+        covariances,
+        strategy.precision_cholesky(covariances),
+    )
+    assert _em._expansion(X.dtype, params, strategy) is None
+    exact = e_step(X, None, params, strategy)
+    # Forcing the expansion shows what the check protects against.
+    tolerance = _em._EXPANSION_TOLERANCE[np.dtype(np.float64)]
+    try:
+        _em._EXPANSION_TOLERANCE[np.dtype(np.float64)] = np.inf
+        forced = e_step(X, None, params, strategy)
+    finally:
+        _em._EXPANSION_TOLERANCE[np.dtype(np.float64)] = tolerance
+    exact_params, forced_params = _m_step(exact, strategy), _m_step(forced, strategy)
+    error = np.max(
+        np.abs(forced_params.covariances - exact_params.covariances)
+    ) / np.max(np.abs(exact_params.covariances))
+    assert error > 1e-8
+
+
+@pytest.mark.parametrize("distance", [1e2, 2e3, 1e4])
+def test_far_apart_clusters_fit_like_sklearn(distance):
+    """2e3 is just inside the expanded E-step's limit, 1e4 just outside;
+    both must give scikit-learn's full-covariance fit (which uses
+    per-component differences throughout; its other types lose digits on
+    such data, so only full is a reference here)."""
+    X = _far_apart(distance)
+    kwargs = dict(tol=1e-8, max_iter=200, **_start(X))
+    ours = GaussianMixture(2, **kwargs).fit(X)
+    theirs = SkGaussianMixture(2, **kwargs).fit(X)
+    np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=1e-10)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-10)
+    np.testing.assert_allclose(ours.covariances_, theirs.covariances_, rtol=1e-8)
+
+
+def _ill_conditioned(condition, seed=0):
+    """Three clusters with rotated covariances of the given condition number."""
+    rng = np.random.RandomState(seed)
+    parts = []
+    for _ in range(3):
+        rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+        scales = np.array([1.0, condition**-0.25, condition**-0.5])
+        parts.append(
+            rng.normal(size=(400, 3)) * scales @ rotation.T + 4.0 * rng.normal(size=3)
+        )
+    return np.vstack(parts)
+
+
+@pytest.mark.parametrize(("condition", "expanded"), [(1e2, True), (1e6, False)])
+def test_ill_conditioned_covariances_fit_like_sklearn(condition, expanded):
+    """Rotated covariances with condition numbers 1e2 and 1e6: the first is
+    fitted by the expanded E-step, the second is refused it (its means are
+    far from the centre in units of the smallest standard deviation)."""
+    X = _ill_conditioned(condition)
+    init = start_params(X, 3, "full")
+    init["means_init"] = np.vstack(
+        [X[i * 400 : (i + 1) * 400].mean(0) for i in range(3)]
+    )
+    kwargs = dict(tol=1e-9, max_iter=300, reg_covar=0.0, **init)
+    ours = GaussianMixture(3, **kwargs).fit(X)
+    theirs = SkGaussianMixture(3, **kwargs).fit(X)
+    strategy = get_covariance("full")
+    assert (_em._expansion(X.dtype, _params(ours), strategy) is not None) == expanded
+    np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=1e-10)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-9, atol=1e-12)
+    # Compare precisions too: their largest entries are the smallest directions.
+    for name in ("covariances_", "precisions_"):
+        np.testing.assert_allclose(
+            getattr(ours, name),
+            getattr(theirs, name),
+            rtol=1e-7,
+            atol=1e-10 * np.max(np.abs(getattr(theirs, name))),
+            err_msg=name,
+        )
+
+
+def _fit_with_workers(X, n_workers, covariance_type="full", dtype=np.float64):
+    original = _parallel.max_workers
+    _parallel.max_workers = lambda: n_workers
+    try:
+        return GaussianMixture(
+            3,
+            covariance_type=covariance_type,
+            tol=1e-10,
+            max_iter=300,
+            **start_params(X, 3, covariance_type),
+        ).fit(X.astype(dtype))
+    finally:
+        _parallel.max_workers = original
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_threads_give_the_same_fit(covariance_type):
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.normal(size=(20_000, 4)) + 5 * k for k in range(3)])
+    one = _fit_with_workers(X, 1, covariance_type)
+    three = _fit_with_workers(X, 3, covariance_type)
+    again = _fit_with_workers(X, 3, covariance_type)
+    for name in ("means_", "covariances_", "weights_"):
+        np.testing.assert_allclose(getattr(three, name), getattr(one, name), rtol=1e-10)
+        # Chunks are dealt and summed in a fixed order: bit for bit the same.
+        np.testing.assert_array_equal(getattr(three, name), getattr(again, name))
+    assert three.n_iter_ == one.n_iter_
+
+
+def test_limited_blas_means_one_worker():
+    with threadpool_limits(1, user_api="blas"):
+        assert _parallel.max_workers() == 1
+    assert _parallel.max_workers() >= 1
+
+
+def test_blas_is_single_threaded_during_a_fit_and_restored_after(blobs):
+    seen = []
+
+    def record(*_):
+        from threadpoolctl import threadpool_info
+
+        seen.append(
+            [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        )
+
+    before = [
+        i["num_threads"]
+        for i in __import__("threadpoolctl").threadpool_info()
+        if i["user_api"] == "blas"
+    ]
+    original = _em.m_step
+
+    def spying_m_step(*args, **kwargs):
+        record()
+        return original(*args, **kwargs)
+
+    _em.m_step = spying_m_step
+    try:
+        GaussianMixture(3, random_state=0).fit(blobs)
+    finally:
+        _em.m_step = original
+    assert seen and all(threads == [1] * len(threads) for threads in seen)
+    after = [
+        i["num_threads"]
+        for i in __import__("threadpoolctl").threadpool_info()
+        if i["user_api"] == "blas"
+    ]
+    assert after == before
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_label_statistics_equal_one_hot_responsibilities(blobs, covariance_type):
+    strategy = get_covariance(covariance_type)
+    rng = np.random.RandomState(3)
+    labels = rng.randint(-1, 3, len(blobs))
+    weights = rng.uniform(0, 2, len(blobs))
+    shift = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [-4.0, 5.0, 1.0]])
+
+    def one_hot(rows):
+        return (labels[rows, None] == np.arange(3)[None, :]).astype(float)
+
+    by_labels = label_statistics(blobs, weights, labels, shift, strategy)
+    by_resp = resp_statistics(blobs, weights, one_hot, shift, strategy)
+    for field in ("resp_sum", "diff_sum", "scatter"):
+        np.testing.assert_allclose(
+            getattr(by_labels, field), getattr(by_resp, field), rtol=1e-12, atol=1e-12
+        )
+    assert by_labels.weight_sum == pytest.approx(by_resp.weight_sum, rel=1e-14)
+
+
+def test_large_data_starts_from_kmeans_on_a_sample():
+    """Above KMEANS_SAMPLE rows k-means sees a sample, then labels every row.
+
+    The start differs from scikit-learn's (which runs k-means on every row),
+    but on clustered data both reach the same optimum.
+    """
+    rng = np.random.RandomState(0)
+    n = _init.KMEANS_SAMPLE + 5000
+    centres = rng.normal(scale=6.0, size=(4, 3))
+    X = centres[rng.randint(4, size=n)] + rng.normal(size=(n, 3))
+    ours = GaussianMixture(4, random_state=0, tol=1e-6).fit(X)
+    theirs = SkGaussianMixture(4, random_state=0, tol=1e-6).fit(X)
+    np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=1e-6)
+    order = np.lexsort(ours.means_.T)
+    their_order = np.lexsort(theirs.means_.T)
+    np.testing.assert_allclose(
+        ours.means_[order], theirs.means_[their_order], rtol=1e-4, atol=1e-4
+    )
+
+
+def test_sampled_kmeans_uses_only_positive_weights():
+    rng = np.random.RandomState(1)
+    n = _init.KMEANS_SAMPLE + 1000
+    X = rng.normal(size=(n, 2))
+    X[:500] += 1000.0  # these rows weigh nothing
+    weights = np.ones(n)
+    weights[:500] = 0.0
+    start = _init.initial_responsibilities(
+        X, weights, 3, "kmeans", np.random.RandomState(0)
+    )
+    assert start.centres is not None
+    assert np.all(np.abs(start.centres) < 100.0)
