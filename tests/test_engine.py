@@ -293,3 +293,23 @@ def test_sampled_kmeans_uses_only_positive_weights():
     )
     assert start.centres is not None
     assert np.all(np.abs(start.centres) < 100.0)
+
+
+def test_extra_memory_of_a_default_fit_is_a_small_share_of_the_input():
+    """No N x K x D, N x D or N x F temporaries: the fit's extra peak memory
+    (k-means included) stays under a quarter of the input's size."""
+    import tracemalloc
+
+    rng = np.random.RandomState(0)
+    n = 600_000
+    X = rng.normal(size=(n, 8)) + 6.0 * rng.randint(4, size=(n, 1))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        with pytest.warns(ConvergenceWarning):
+            GaussianMixture(4, random_state=0, max_iter=3, tol=0).fit(X)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.25 * X.nbytes, peak / X.nbytes

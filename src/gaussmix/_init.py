@@ -8,11 +8,12 @@ chunks. The random draws are made in the same order as scikit-learn's, so
 the same ``random_state`` gives the same start.
 
 On large data (more than ``KMEANS_SAMPLE`` rows with positive weight)
-k-means and k-means++ run on a uniform sample of that many rows, and every
-row is then labelled by its nearest centre. A sample of 65536 rows places
-the centres about as well as all of them, costs a fraction of one EM
-iteration, and keeps the initialisation's memory small; below that size
-the start is scikit-learn's, bit for bit.
+k-means and k-means++ run on a uniform sample of a sixteenth of the rows
+(at least 64 per component, at most ``KMEANS_SAMPLE``), and every row is
+then labelled by its nearest centre. Such a sample places the centres about
+as well as all the rows, costs a fraction of one EM iteration, and keeps
+the initialisation's memory a small fraction of the input's; below that
+size the start is scikit-learn's, bit for bit.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = ["INIT_METHODS", "KMEANS_SAMPLE", "Start", "initial_responsibilities"]
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 KMEANS_SAMPLE = 2**16
+_LABEL_ROWS = 8192
 
 
 class Start(NamedTuple):
@@ -42,26 +44,36 @@ class Start(NamedTuple):
 
 
 def _sample(
-    sample_weight: Array | None, n_samples: int, random_state: np.random.RandomState
+    sample_weight: Array | None,
+    n_samples: int,
+    n_components: int,
+    random_state: np.random.RandomState,
 ) -> Array | None:
-    """Rows to run k-means on, or None to use all of them."""
-    candidates = (
-        np.arange(n_samples)
-        if sample_weight is None
-        else np.flatnonzero(sample_weight > 0)
-    )
-    if candidates.size <= KMEANS_SAMPLE:
+    """Sorted rows to run k-means on, or None to use all of them.
+
+    A sixteenth of the rows (at least 64 per component, at most
+    ``KMEANS_SAMPLE``), so that k-means's copies of the sample stay a small
+    fraction of the input.
+    """
+    candidates = None if sample_weight is None else np.flatnonzero(sample_weight > 0)
+    n_candidates = n_samples if candidates is None else candidates.size
+    if n_candidates <= KMEANS_SAMPLE:
         return None
-    chosen = random_state.choice(candidates.size, size=KMEANS_SAMPLE, replace=False)
-    return np.sort(candidates[chosen])
+    size = min(KMEANS_SAMPLE, max(n_candidates // 16, 64 * n_components))
+    # A Generator seeded from the RandomState draws without replacement in
+    # O(size) memory (RandomState.choice permutes all n rows).
+    generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+    chosen = np.sort(generator.choice(n_candidates, size=size, replace=False))
+    return chosen if candidates is None else candidates[chosen]
 
 
 def _nearest(X: Array, centres: Array) -> Array:
     """Label of the nearest centre for every row, in chunks."""
-    labels = np.empty(X.shape[0], dtype=np.intp)
-    for start in range(0, X.shape[0], KMEANS_SAMPLE):
-        rows = slice(start, min(start + KMEANS_SAMPLE, X.shape[0]))
-        labels[rows] = pairwise_distances_argmin(X[rows], centres.astype(X.dtype))
+    labels = np.empty(X.shape[0], dtype=np.int32)
+    centres = centres.astype(X.dtype)
+    for start in range(0, X.shape[0], _LABEL_ROWS):
+        rows = slice(start, min(start + _LABEL_ROWS, X.shape[0]))
+        labels[rows] = pairwise_distances_argmin(X[rows], centres)
     return labels
 
 
@@ -86,7 +98,7 @@ def initial_responsibilities(
     """
     n_samples = X.shape[0]
     if method in ("kmeans", "k-means++"):
-        rows = _sample(sample_weight, n_samples, random_state)
+        rows = _sample(sample_weight, n_samples, n_components, random_state)
         Xs = X if rows is None else X[rows]
         ws = sample_weight if rows is None or sample_weight is None else None
         if rows is not None and sample_weight is not None:
@@ -124,6 +136,6 @@ def initial_responsibilities(
 def _seeds(indices: Array, X: Array, n_components: int) -> Start:
     """One chosen row per component, all other rows unassigned."""
     indices = np.asarray(indices)
-    labels = np.full(X.shape[0], -1, dtype=np.intp)
+    labels = np.full(X.shape[0], -1, dtype=np.int32)
     labels[indices] = np.arange(n_components)
     return Start(labels=labels, centres=X[indices].astype(np.float64))
