@@ -36,7 +36,7 @@ from ._em import (
 )
 from ._errors import DegenerateDataWarning
 from ._init import INIT_METHODS, initial_responsibilities
-from ._parallel import single_threaded_blas
+from ._parallel import single_threaded_native
 
 Array = np.ndarray
 logger = logging.getLogger("gaussmix")
@@ -321,7 +321,7 @@ default="kmeans"
         return get_covariance(self.covariance_type)
 
     def _fit(self, X: Any, sample_weight: Any) -> Array:
-        with single_threaded_blas():
+        with single_threaded_native():
             return self._fit_unlimited(X, sample_weight)
 
     def _fit_unlimited(self, X: Any, sample_weight: Any) -> Array:

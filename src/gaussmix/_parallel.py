@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["map_chunks", "max_workers", "single_threaded_blas"]
+__all__ = ["map_chunks", "max_workers", "single_threaded_native"]
 
 T = TypeVar("T")
 
@@ -57,20 +57,23 @@ def max_workers() -> int:
 
 
 @contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Hold BLAS to one thread, remembering how many workers were allowed.
+def single_threaded_native() -> Iterator[None]:
+    """Hold BLAS and OpenMP to one thread; remember how many workers were allowed.
 
     Every BLAS call of a fit is small (chunked products, K factorisations
     of D x D matrices), and OpenBLAS's threads on small calls are slower
     than one thread; on a busy machine they stall for milliseconds per call.
-    Nested uses are free.
+    The parallelism is ours instead (:func:`map_chunks`). Nested uses are
+    free.
     """
     if _workers.get() is not None:
         yield
         return
     token = _workers.set(max_workers())
     try:
-        with _blas().limit(limits=1, user_api="blas"):
+        # OpenMP too: scikit-learn's k-means (the default initialisation)
+        # runs OpenMP threads that spin, and on a busy machine crawl.
+        with _blas().limit(limits=1):
             yield
     finally:
         _workers.reset(token)
@@ -88,7 +91,7 @@ def map_chunks(
     products are slower than one thread (on a busy machine, many times
     slower).
     """
-    with single_threaded_blas():
+    with single_threaded_native():
         allowed = _workers.get() if n_workers is None else n_workers
         n = min(allowed or 1, len(chunks))
         if n <= 1:
