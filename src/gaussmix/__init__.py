@@ -15,6 +15,7 @@ from ._errors import DegenerateDataWarning
 from ._history import EMHistory, EMIteration
 from ._mixture import GaussianMixture
 from ._persistence import load
+from ._segmentation import Segmentation, segment_image
 from ._selection import GaussianMixtureIC
 
 __version__ = "0.1.0"
@@ -26,6 +27,8 @@ __all__ = [
     "GaussianMixture",
     "GaussianMixtureAnomalyDetector",
     "GaussianMixtureIC",
+    "Segmentation",
     "__version__",
     "load",
+    "segment_image",
 ]
