@@ -731,14 +731,26 @@ def plot_criteria(
         zorder=5,
         label=f"lowest: {best_type}, K={best_k}",
     )
+    at_right = best_k == int(np.max(table["n_components"]))
     ax.annotate(
         f"{best_type}, K={best_k}\n{name} {values[best]:.1f}",
         (best_k, values[best]),
-        xytext=(12, 18),
+        xytext=(-14 if at_right else 14, 18),
         textcoords="offset points",
+        ha="right" if at_right else "left",
         fontsize=9,
         arrowprops={"arrowstyle": "-", "color": "0.3"},
     )
+    n_singular = int(np.sum(table["singular"]))
+    if n_singular:
+        ax.text(
+            0.01,
+            0.01,
+            f"gaps: {n_singular} singular fit(s) (a covariance collapsed)",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="0.35",
+        )
     ax.set_xticks(np.unique(table["n_components"]))
     ax.set_xlabel("number of components K")
     ax.set_ylabel(f"{name} (lower is better)")
@@ -936,23 +948,27 @@ def plot_gmm_vs_kmeans(
     k_labels, g_labels = kmeans.labels_, gmm.predict(X)
     k_score = adjusted_rand_score(y_true, k_labels)
     g_score = adjusted_rand_score(y_true, g_labels)
-    colors = _palette(n_components)
+    # Colour each method's clusters by the true cluster they overlap most,
+    # so that the same colour means the same cluster in both panels.
+    base = _palette(max(n_components, len(np.unique(y_true))))
+    k_colors = base[_match(k_labels, y_true, n_components)]
+    g_colors = base[_match(g_labels, y_true, n_components)]
     X2 = X[:, list(pair)]
     fig, axes = plt.subplots(
         1, 2, figsize=(11, 4.8), sharex=True, sharey=True, layout="constrained"
     )
-    axes[0].scatter(X2[:, 0], X2[:, 1], c=colors[k_labels], s=12, linewidths=0)
+    axes[0].scatter(X2[:, 0], X2[:, 1], c=k_colors[k_labels], s=12, linewidths=0)
     axes[0].scatter(
         kmeans.cluster_centers_[:, pair[0]],
         kmeans.cluster_centers_[:, pair[1]],
         marker="X",
         s=110,
-        c=colors,
+        c=k_colors,
         edgecolors="black",
     )
     axes[0].set_title(f"k-means: adjusted Rand index {k_score:.2f}")
-    _scatter_by_responsibility(axes[1], X2, gmm.predict_proba(X), colors, size=12)
-    _draw_ellipses(axes[1], _as_mixture(gmm).marginal(pair), colors, (1, 2))
+    _scatter_by_responsibility(axes[1], X2, gmm.predict_proba(X), g_colors, size=12)
+    _draw_ellipses(axes[1], _as_mixture(gmm).marginal(pair), g_colors, (1, 2))
     axes[1].set_title(f"Gaussian mixture: adjusted Rand index {g_score:.2f}")
     _set_limits(axes[0], X2)
     xlabel, ylabel = _feature_labels(feature_names, None, pair)
@@ -961,6 +977,20 @@ def plot_gmm_vs_kmeans(
     axes[0].set_ylabel(ylabel)
     fig.suptitle(f"{n_components} elongated clusters: k-means against a GMM")
     return fig
+
+
+def _match(labels: Array, y_true: Array, n_clusters: int) -> Array:
+    """For each cluster, the index of the true class it best matches (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+
+    classes = np.unique(y_true)
+    overlap = np.zeros((n_clusters, max(n_clusters, len(classes))))
+    for j, c in enumerate(classes):
+        overlap[:, j] = np.bincount(labels[y_true == c], minlength=n_clusters)
+    rows, cols = linear_sum_assignment(-overlap)
+    match = np.arange(n_clusters)
+    match[rows] = cols
+    return match
 
 
 # ------------------------------------------------------------ segmentation
