@@ -143,7 +143,9 @@ def _build(out_dir: Path) -> tuple[list[tuple[str, str]], list[str]]:
         values = selector.criteria_[criterion]
         low = float(np.nanmin(values))
         ax.set_ylim(low - 15, low + 160)
-        ax.set_title(f"{criterion.upper()} near its minimum (spherical is off the scale)")
+        ax.set_title(
+            f"{criterion.upper()} near its minimum (spherical is off the scale)"
+        )
     criteria_png = save(fig, "criteria.png")
     summary.append(
         "gaussmix demo: Old Faithful geyser (272 eruptions: duration, waiting time)"
@@ -265,7 +267,9 @@ def _build(out_dir: Path) -> tuple[list[tuple[str, str]], list[str]]:
     # 7. Segmenting a photograph.
     photo = load_sample_image("china.jpg")[::2, ::2]
     result = segment_image(photo, 6, max_samples=20_000, random_state=0)
-    segmentation_png = save(plotting.plot_segmentation(photo, result), "segmentation.png")
+    segmentation_png = save(
+        plotting.plot_segmentation(photo, result), "segmentation.png"
+    )
     summary.append(
         f"  segmentation: {photo.shape[1]} x {photo.shape[0]} photograph in 6 colours"
     )
@@ -296,4 +300,3 @@ def _html(sections: list[tuple[str, str]]) -> str:
         "Regenerate with <code>gaussmix demo</code> or <code>make demo</code>."
         f"</p>\n{body}\n</body></html>\n"
     )
-

@@ -193,13 +193,12 @@ def segment_image(
         out = np.concatenate([recoloured, alpha[:, :, None]], axis=2)
         out[~used.reshape(height, width), :3] = colours[~used.reshape(height, width)]
     if original.dtype.kind == "u":
-        out = np.clip(np.rint(out * scale), 0, scale).astype(original.dtype)
+        converted = np.clip(np.rint(out * scale), 0, scale).astype(original.dtype)
     else:
-        out = out.astype(original.dtype)
-    out = out.reshape(original.shape)
+        converted = out.astype(original.dtype)
     return Segmentation(
         labels=labels.reshape(height, width),
         probabilities=probabilities.reshape(height, width, k),
-        image=out,
+        image=converted.reshape(original.shape),
         model=model,
     )

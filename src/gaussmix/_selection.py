@@ -489,4 +489,3 @@ default="kmeans"
         """
         X = self._validated(X)
         return self.best_estimator_.aic(X)
-

@@ -72,8 +72,7 @@ def _read_csv(text: str, source: str) -> tuple[np.ndarray, list[str] | None]:
         line = i + 1 + (header is not None)
         if len(row) != width:
             raise ValueError(
-                f"{source}, line {line}: {len(row)} fields where {width} were "
-                "expected."
+                f"{source}, line {line}: {len(row)} fields where {width} were expected."
             )
         for j, field in enumerate(row):
             try:
@@ -82,8 +81,7 @@ def _read_csv(text: str, source: str) -> tuple[np.ndarray, list[str] | None]:
                 column = header[j] if header is not None else str(j + 1)
                 what = "an empty field" if not field else repr(field)
                 raise ValueError(
-                    f"{source}, line {line}, column {column}: {what} is not a "
-                    "number."
+                    f"{source}, line {line}, column {column}: {what} is not a number."
                 ) from None
     return values, header
 
@@ -168,8 +166,7 @@ def _check_width(X: np.ndarray, model: Any, source: str) -> None:
     expected = model.means_.shape[1]
     if X.shape[1] != expected:
         raise ValueError(
-            f"{source} has {X.shape[1]} columns but the model was fitted on "
-            f"{expected}."
+            f"{source} has {X.shape[1]} columns but the model was fitted on {expected}."
         )
 
 
@@ -191,9 +188,7 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def _write_table(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], as_json: bool
-) -> None:
+def _write_table(columns: Sequence[str], rows: Any, as_json: bool) -> None:
     """Rows as CSV with a header, or as a JSON list of objects."""
     out = sys.stdout
     if as_json:
@@ -248,7 +243,7 @@ class _Progress:
         else:
             done = step.init / self.n_init
             head = f"init {step.init + 1}/{self.n_init}"
-        filled = int(round(width * done))
+        filled = round(width * done)
         bar = "#" * filled + "-" * (width - filled)
         bound = "" if step.n_iter == 0 else f", lower bound {step.lower_bound:.5f}"
         sys.stderr.write(f"\r[{bar}] {head}, iteration {step.n_iter}{bound}\033[K")
@@ -292,10 +287,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     model.save(args.output)
-    columns = ["component", "weight", *(f"mean_{c}" for c in _feature_columns(names, X.shape[1]))]
-    rows = [
-        [k, model.weights_[k], *model.means_[k]] for k in range(model.n_components)
+    columns = [
+        "component",
+        "weight",
+        *(f"mean_{c}" for c in _feature_columns(names, X.shape[1])),
     ]
+    rows = [[k, model.weights_[k], *model.means_[k]] for k in range(model.n_components)]
     _write_table(columns, rows, args.json)
     state = "converged" if model.converged_ else "did not converge"
     _message(
@@ -402,9 +399,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     ]
     rows = []
     for i in range(len(table["n_components"])):
-        rows.append(
-            [table[c][i] for c in columns[:-1]] + [i == selector.best_index_]
-        )
+        rows.append([table[c][i] for c in columns[:-1]] + [i == selector.best_index_])
     _write_table(columns, rows, args.json)
     best = selector.best_params_
     if args.output:
@@ -497,17 +492,23 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if args.labels:
         np.save(args.labels, result.labels, allow_pickle=False)
     model = result.model
-    counts = np.bincount(result.labels[result.labels >= 0], minlength=model.n_components)
+    counts = np.bincount(
+        result.labels[result.labels >= 0], minlength=model.n_components
+    )
     n_channels = 1 if pixels.ndim == 2 else min(pixels.shape[2], 3)
     rows = []
     for k in range(model.n_components):
-        colour = np.clip(np.rint(model.means_[k, :n_channels] * 255), 0, 255).astype(int)
+        colour = np.clip(np.rint(model.means_[k, :n_channels] * 255), 0, 255).astype(
+            int
+        )
         rgb = np.resize(colour, 3)
         rows.append(
             [k, model.weights_[k], counts[k], "#" + "".join(f"{v:02x}" for v in rgb)]
         )
     _write_table(["component", "weight", "pixels", "colour"], rows, args.json)
-    _message(args, f"saved {args.output} ({pixels.shape[1]} x {pixels.shape[0]} pixels)")
+    _message(
+        args, f"saved {args.output} ({pixels.shape[1]} x {pixels.shape[0]} pixels)"
+    )
     return 0
 
 
@@ -554,7 +555,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     from . import __version__
 
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
     commands = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", parser_class=_Parser
     )
@@ -570,75 +573,163 @@ def _build_parser() -> argparse.ArgumentParser:
         "-k", "--n-components", type=int, required=True, help="number of components"
     )
     fit.add_argument(
-        "--covariance-type", choices=COVARIANCE_TYPES, default="full",
+        "--covariance-type",
+        choices=COVARIANCE_TYPES,
+        default="full",
         help="covariance type (default full)",
-    )  # fmt: skip
-    fit.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (.npz)")
-    fit.add_argument("--max-iter", type=int, default=100, help="EM iterations per start (default 100)")
-    fit.add_argument("--tol", type=float, default=1e-3, help="convergence threshold (default 1e-3)")
+    )
+    fit.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="MODEL",
+        help="model file to write (.npz)",
+    )
+    fit.add_argument(
+        "--max-iter",
+        type=int,
+        default=100,
+        help="EM iterations per start (default 100)",
+    )
+    fit.add_argument(
+        "--tol", type=float, default=1e-3, help="convergence threshold (default 1e-3)"
+    )
     _fit_options(fit)
     _common(fit)
 
-    predict = add("predict", "most probable component of each row (or --proba)", _cmd_predict)
-    predict.add_argument("model", metavar="MODEL", help="a model file from 'fit' or 'select'")
+    predict = add(
+        "predict", "most probable component of each row (or --proba)", _cmd_predict
+    )
+    predict.add_argument(
+        "model", metavar="MODEL", help="a model file from 'fit' or 'select'"
+    )
     predict.add_argument("data", metavar="DATA", help="the samples")
-    predict.add_argument("--proba", action="store_true", help="write the probability of every component")
+    predict.add_argument(
+        "--proba", action="store_true", help="write the probability of every component"
+    )
     _common(predict)
 
-    score = add("score", "log-likelihood, BIC and AIC of data under a model", _cmd_score)
+    score = add(
+        "score", "log-likelihood, BIC and AIC of data under a model", _cmd_score
+    )
     score.add_argument("model", metavar="MODEL")
     score.add_argument("data", metavar="DATA")
-    score.add_argument("--per-sample", action="store_true", help="the log-density of every row instead")
+    score.add_argument(
+        "--per-sample", action="store_true", help="the log-density of every row instead"
+    )
     _common(score)
 
-    select = add("select", "choose K and the covariance type by BIC, AIC or ICL", _cmd_select)
+    select = add(
+        "select", "choose K and the covariance type by BIC, AIC or ICL", _cmd_select
+    )
     select.add_argument("data", metavar="DATA")
-    select.add_argument("--k-range", default="1:9", help="LOW:HIGH (inclusive), K or K1,K2,... (default 1:9)")
     select.add_argument(
-        "--covariance-types", default=",".join(COVARIANCE_TYPES),
+        "--k-range",
+        default="1:9",
+        help="LOW:HIGH (inclusive), K or K1,K2,... (default 1:9)",
+    )
+    select.add_argument(
+        "--covariance-types",
+        default=",".join(COVARIANCE_TYPES),
         help="comma-separated (default all four)",
-    )  # fmt: skip
-    select.add_argument("--criterion", choices=("bic", "aic", "icl"), default="bic", help="default bic")
-    select.add_argument("--max-iter", type=int, default=1000, help="EM iterations per start (default 1000)")
-    select.add_argument("--tol", type=float, default=1e-6, help="convergence threshold (default 1e-6)")
-    select.add_argument("--n-jobs", type=int, default=None, help="candidates fitted in parallel (-1: all cores)")
-    select.add_argument("-o", "--output", metavar="MODEL", help="also save the chosen model")
+    )
+    select.add_argument(
+        "--criterion", choices=("bic", "aic", "icl"), default="bic", help="default bic"
+    )
+    select.add_argument(
+        "--max-iter",
+        type=int,
+        default=1000,
+        help="EM iterations per start (default 1000)",
+    )
+    select.add_argument(
+        "--tol", type=float, default=1e-6, help="convergence threshold (default 1e-6)"
+    )
+    select.add_argument(
+        "--n-jobs",
+        type=int,
+        default=None,
+        help="candidates fitted in parallel (-1: all cores)",
+    )
+    select.add_argument(
+        "-o", "--output", metavar="MODEL", help="also save the chosen model"
+    )
     _fit_options(select, n_init=3)
     _common(select)
 
     sample = add("sample", "generate rows from a model", _cmd_sample)
     sample.add_argument("model", metavar="MODEL")
-    sample.add_argument("-n", "--n-samples", type=int, required=True, help="how many rows")
-    sample.add_argument("--labels", action="store_true", help="add the generating component")
+    sample.add_argument(
+        "-n", "--n-samples", type=int, required=True, help="how many rows"
+    )
+    sample.add_argument(
+        "--labels", action="store_true", help="add the generating component"
+    )
     sample.add_argument("--random-state", type=int, default=None, help="seed")
     _common(sample)
 
-    anomalies = add("anomalies", "the rows of lowest density under a fitted mixture", _cmd_anomalies)
+    anomalies = add(
+        "anomalies", "the rows of lowest density under a fitted mixture", _cmd_anomalies
+    )
     anomalies.add_argument("data", metavar="DATA")
-    anomalies.add_argument("-k", "--n-components", type=int, default=1, help="components (default 1)")
-    anomalies.add_argument("--covariance-type", choices=COVARIANCE_TYPES, default="full")
     anomalies.add_argument(
-        "--contamination", type=float, default=0.05,
+        "-k", "--n-components", type=int, default=1, help="components (default 1)"
+    )
+    anomalies.add_argument(
+        "--covariance-type", choices=COVARIANCE_TYPES, default="full"
+    )
+    anomalies.add_argument(
+        "--contamination",
+        type=float,
+        default=0.05,
         help="expected fraction of outliers, in (0, 0.5] (default 0.05)",
-    )  # fmt: skip
-    anomalies.add_argument("--all", action="store_true", help="write every row, with an outlier column")
+    )
+    anomalies.add_argument(
+        "--all", action="store_true", help="write every row, with an outlier column"
+    )
     _fit_options(anomalies)
     _common(anomalies)
 
     segment = add("segment", "segment an image by pixel colour", _cmd_segment)
     segment.add_argument("image", metavar="IMAGE", help="PNG, JPEG, ... (needs pillow)")
-    segment.add_argument("-k", "--n-components", type=int, required=True, help="number of segments")
-    segment.add_argument("-o", "--output", required=True, metavar="OUT", help="recoloured image to write")
-    segment.add_argument("--labels", metavar="NPY", help="also save the label image (.npy)")
+    segment.add_argument(
+        "-k", "--n-components", type=int, required=True, help="number of segments"
+    )
+    segment.add_argument(
+        "-o", "--output", required=True, metavar="OUT", help="recoloured image to write"
+    )
+    segment.add_argument(
+        "--labels", metavar="NPY", help="also save the label image (.npy)"
+    )
     segment.add_argument("--covariance-type", choices=COVARIANCE_TYPES, default="full")
-    segment.add_argument("--use-position", action="store_true", help="cluster colour and position")
-    segment.add_argument("--position-weight", type=float, default=1.0, help="weight of position (default 1)")
-    segment.add_argument("--max-samples", type=int, default=50_000, help="pixels the fit uses (default 50000)")
+    segment.add_argument(
+        "--use-position", action="store_true", help="cluster colour and position"
+    )
+    segment.add_argument(
+        "--position-weight",
+        type=float,
+        default=1.0,
+        help="weight of position (default 1)",
+    )
+    segment.add_argument(
+        "--max-samples",
+        type=int,
+        default=50_000,
+        help="pixels the fit uses (default 50000)",
+    )
     segment.add_argument("--random-state", type=int, default=None, help="seed")
     _common(segment)
 
-    demo = add("demo", "run the tutorial on embedded data; write an HTML page", _cmd_demo)
-    demo.add_argument("-o", "--output", default="gaussmix-demo", metavar="DIR", help="output folder (default ./gaussmix-demo)")
+    demo = add(
+        "demo", "run the tutorial on embedded data; write an HTML page", _cmd_demo
+    )
+    demo.add_argument(
+        "-o",
+        "--output",
+        default="gaussmix-demo",
+        metavar="DIR",
+        help="output folder (default ./gaussmix-demo)",
+    )
     _common(demo, json_output=False)
     return parser
 
@@ -696,7 +787,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("GAUSSMIX_DEBUG"):
             raise
-        kind = "" if isinstance(exc, ValueError | OSError | ImportError) else f"{type(exc).__name__}: "
+        kind = (
+            ""
+            if isinstance(exc, ValueError | OSError | ImportError)
+            else f"{type(exc).__name__}: "
+        )
         print(f"{prog}: error: {kind}{_one_line(str(exc))}", file=sys.stderr)
         return 1
 
