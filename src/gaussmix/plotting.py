@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -934,6 +935,8 @@ def plot_gmm_vs_kmeans(
     n_init : int, default=5
         Restarts of both methods.
     random_state : int, RandomState instance or None, default=None
+        Seeds both :class:`sklearn.cluster.KMeans` and the mixture (an int is
+        passed to both as it is).
     features : pair of int, default=(0, 1)
     feature_names : sequence of str, default=None
 
@@ -948,8 +951,11 @@ def plot_gmm_vs_kmeans(
     X = _check_X(X)
     y_true = np.asarray(y_true)
     pair = _check_features(features, X.shape[1])
-    rng = check_random_state(random_state)
-    seed = int(rng.randint(2**31 - 1))
+    # An int seeds both methods as given; otherwise one seed is drawn for both.
+    if isinstance(random_state, Integral):
+        seed = int(random_state)
+    else:
+        seed = int(check_random_state(random_state).randint(2**31 - 1))
     kmeans = KMeans(n_components, n_init=n_init, random_state=seed).fit(X)
     gmm = GaussianMixture(
         n_components, covariance_type=covariance_type, n_init=n_init, random_state=seed
