@@ -135,7 +135,7 @@ def _data_with_repeated_values():
     return np.vstack(
         [
             rng.normal(size=(150, 2)),
-            rng.normal(size=(150, 2)) + [6, 0],
+            rng.normal(size=(150, 2)) + np.array([6.0, 0.0]),
             np.tile([[3.0, 3.0]], (12, 1)),  # one value, repeated
         ]
     )
