@@ -492,20 +492,18 @@ default="circles"
         means = X[rng.choice(n_samples, n_components, replace=False)]
         variances = np.var(X, axis=0) / (2.0 * n_components)
         variances = np.where(variances > 0, variances, 1.0)
-        strategy = get_covariance(covariance_type)
-        precisions = np.broadcast_to(
-            np.diag(1.0 / variances), (n_components, n_features, n_features)
-        )
-        shape = strategy.param_shape(n_components, n_features)
-        # Reduce the per-component round precisions to this type's layout.
-        if shape == (n_features, n_features):
-            layout = precisions[0]
-        elif shape == (n_components, n_features):
-            layout = np.einsum("kii->ki", precisions)
-        elif shape == (n_components,):
-            layout = np.full(n_components, 1.0 / float(np.mean(variances)))
-        else:
-            layout = np.array(precisions)
+        # The same round precision for every component, in the layout of
+        # precisions_init for this covariance type.
+        round_precision = 1.0 / variances
+        layouts = {
+            "full": np.array([np.diag(round_precision)] * n_components),
+            "tied": np.diag(round_precision),
+            "diag": np.tile(round_precision, (n_components, 1)),
+            "spherical": np.full(n_components, 1.0 / float(np.mean(variances))),
+        }
+        if covariance_type not in layouts:
+            raise ValueError(f"unknown covariance_type {covariance_type!r}.")
+        layout = layouts[covariance_type]
         kwargs = {
             "weights_init": np.full(n_components, 1.0 / n_components),
             "means_init": means,
