@@ -162,6 +162,13 @@ def _load_model(path: str) -> Any:
     return load(path)
 
 
+def _check_output(path: str) -> None:
+    """Fail before any work when the output's folder does not exist."""
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the folder of {path} does not exist")
+
+
 def _check_width(X: np.ndarray, model: Any, source: str) -> None:
     expected = model.means_.shape[1]
     if X.shape[1] != expected:
@@ -271,6 +278,7 @@ def _message(args: argparse.Namespace, text: str) -> None:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from ._mixture import GaussianMixture
 
+    _check_output(args.output)
     X, names = read_data(args.data)
     progress = _progress(args, n_init=args.n_init)
     model = GaussianMixture(
@@ -363,6 +371,8 @@ def _parse_types(text: str) -> list[str]:
 def _cmd_select(args: argparse.Namespace) -> int:
     from ._selection import GaussianMixtureIC
 
+    if args.output:
+        _check_output(args.output)
     X, _ = read_data(args.data)
     ks = _parse_k_range(args.k_range)
     types = _parse_types(args.covariance_types)
@@ -472,6 +482,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     Image = _pillow()
     if not Path(args.image).is_file():
         raise FileNotFoundError(f"no such image file: {args.image}")
+    _check_output(args.output)
+    if args.labels:
+        _check_output(args.labels)
     with Image.open(args.image) as opened:
         if opened.mode not in ("L", "RGB", "RGBA"):
             opened = opened.convert("RGBA" if "A" in opened.getbands() else "RGB")
@@ -747,6 +760,9 @@ def _warnings_as_lines(prog: str) -> Iterator[None]:
         print(f"{prog}: warning: {_one_line(str(message))}", file=sys.stderr)
 
     with warnings.catch_warnings():
+        # What the library warns about (degenerate data, no convergence) is
+        # for the user of the command: show it, once per message.
+        warnings.filterwarnings("default", category=UserWarning)
         warnings.showwarning = show
         yield
 

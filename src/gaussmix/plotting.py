@@ -484,7 +484,7 @@ default="circles"
     history = EMHistory()
     kwargs: dict[str, Any] = {}
     if init == "circles":
-        n_samples, n_features = X.shape
+        n_samples = X.shape[0]
         if n_components > n_samples:
             raise ValueError(
                 f"n_components={n_components} exceeds the {n_samples} samples."
