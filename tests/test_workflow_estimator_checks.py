@@ -14,7 +14,12 @@ from gaussmix import (
 @parametrize_with_checks(
     [
         GaussianMixtureIC(
-            n_components=(1, 2), covariance_type=("full", "diag"), random_state=0
+            n_components=(1, 2),
+            covariance_type=("full", "diag"),
+            n_init=1,
+            tol=1e-3,
+            max_iter=100,
+            random_state=0,
         ),
         GaussianMixtureAnomalyDetector(random_state=0),
         GaussianMixtureAnomalyDetector(

@@ -189,6 +189,8 @@ def _number(value: Any) -> Any:
 
 
 def _json_number(value: Any) -> Any:
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
     value = _number(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
