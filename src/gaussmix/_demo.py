@@ -160,7 +160,8 @@ def _build(out_dir: Path) -> tuple[list[tuple[str, str]], list[str]]:
     summary.append(
         f"  lowest AIC: {selector.criteria_['covariance_type'][i_aic]}, "
         f"K={selector.criteria_['n_components'][i_aic]} ({aic[i_aic]:.3f}); "
-        f"{int(selector.criteria_['singular'].sum())} singular candidates skipped"
+        f"{int(selector.criteria_['singular'].sum())} singular candidate(s) "
+        "never chosen"
     )
     section(
         "1. Choosing K and the covariance type",
