@@ -640,7 +640,7 @@ def animate_em(
     fig : matplotlib Figure
         The figure, showing the last frame.
     """
-    from matplotlib.animation import FuncAnimation, PillowWriter
+    from matplotlib.animation import PillowWriter
 
     steps = _iterations(history, init)
     X = _check_X(X, steps[0].means.shape[1])
@@ -648,10 +648,12 @@ def animate_em(
     X2 = X[:, list(pair)]
     colors = _palette(len(steps[0].weights))
     xlabel, ylabel = _feature_labels(feature_names, None, pair)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), layout="constrained")
+    # A fixed layout: constrained layout would be recomputed for every frame.
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.11, top=0.92)
     mixtures = [_as_mixture(step) for step in steps]
 
-    def draw(frame: int) -> list[Any]:
+    def draw(frame: int) -> None:
         ax.clear()
         mixture = mixtures[frame]
         _scatter_by_responsibility(ax, X2, mixture.responsibilities(X), colors)
@@ -663,12 +665,12 @@ def animate_em(
         loglik = mixture.log_density(X).mean()
         label = "start" if step.n_iter == 0 else f"iteration {step.n_iter}"
         ax.set_title(f"EM {label}: mean log-likelihood {loglik:.4f}")
-        return []
 
-    animation = FuncAnimation(
-        fig, draw, frames=len(steps), interval=1000.0 / fps, blit=False, repeat=False
-    )
-    animation.save(os.fspath(path), writer=PillowWriter(fps=fps), dpi=dpi)
+    writer = PillowWriter(fps=fps)
+    with writer.saving(fig, os.fspath(path), dpi):
+        for frame in range(len(steps)):
+            draw(frame)
+            writer.grab_frame()
     return fig
 
 
