@@ -16,7 +16,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/python -m gaussmix
+	$(BIN)/gaussmix demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

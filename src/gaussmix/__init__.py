@@ -10,10 +10,25 @@ A drop-in replacement for scikit-learn's ``GaussianMixture``:
 (272,)
 """
 
+from ._anomaly import GaussianMixtureAnomalyDetector
 from ._errors import DegenerateDataWarning
+from ._history import EMHistory, EMIteration
 from ._mixture import GaussianMixture
 from ._persistence import load
+from ._segmentation import Segmentation, segment_image
+from ._selection import GaussianMixtureIC
 
 __version__ = "0.1.0"
 
-__all__ = ["DegenerateDataWarning", "GaussianMixture", "__version__", "load"]
+__all__ = [
+    "DegenerateDataWarning",
+    "EMHistory",
+    "EMIteration",
+    "GaussianMixture",
+    "GaussianMixtureAnomalyDetector",
+    "GaussianMixtureIC",
+    "Segmentation",
+    "__version__",
+    "load",
+    "segment_image",
+]

@@ -1,7 +1,7 @@
-"""``python -m gaussmix``: run the demo."""
+"""``python -m gaussmix``: the ``gaussmix`` command line."""
 
 import sys
 
-from ._demo import main
+from .cli import main
 
 sys.exit(main())

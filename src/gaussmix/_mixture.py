@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from numbers import Integral, Real
 from os import PathLike
 from typing import Any, ClassVar
@@ -35,6 +35,7 @@ from ._em import (
     weighted_log_prob,
 )
 from ._errors import DegenerateDataWarning
+from ._history import EMIteration
 from ._init import INIT_METHODS, initial_responsibilities
 from ._parallel import single_threaded_native
 
@@ -165,6 +166,13 @@ default="kmeans"
         application configured no logging).
     verbose_interval : int, default=10
         Iterations between two reports.
+    callback : callable, default=None
+        Called as ``callback(iteration)`` with a :class:`gaussmix.EMIteration`
+        (initialisation, iteration, lower bound, weights, means, covariances,
+        in the units of X) once with the starting parameters of each
+        initialisation (``n_iter == 0``) and after every EM iteration. Use it
+        for progress reports or to record EM; :class:`gaussmix.EMHistory`
+        keeps every iteration.
 
     Attributes
     ----------
@@ -235,6 +243,7 @@ default="kmeans"
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "callback": [callable, None],
     }
 
     def __init__(
@@ -254,6 +263,7 @@ default="kmeans"
         warm_start: bool = False,
         verbose: int = 0,
         verbose_interval: int = 10,
+        callback: Callable[[EMIteration], None] | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -269,6 +279,7 @@ default="kmeans"
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.callback = callback
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> GaussianMixture:
@@ -384,6 +395,7 @@ default="kmeans"
                     lower_bound = float(self.lower_bound_) - n_features * math.log(
                         scale
                     )
+                self._report_start(init_index, params, scale)
                 if self.max_iter == 0:
                     # scikit-learn keeps the last initialisation and a lower
                     # bound of -inf when no iteration runs.
@@ -439,6 +451,30 @@ default="kmeans"
     ) -> None:
         if n_iter % self.verbose_interval == 0:
             logger.info("  Iteration %d\t lower bound %.5f", n_iter, lower_bound)
+        self._notify_callback(n_iter, params, lower_bound)
+
+    def _report_start(self, init_index: int, params: Params, scale: float) -> None:
+        """Give the callback the starting parameters of an initialisation."""
+        if self.callback is not None:
+            self._callback_context = (init_index, scale)
+            self._notify_callback(0, params, -math.inf)
+
+    def _notify_callback(self, n_iter: int, params: Params, lower_bound: float) -> None:
+        """Call ``callback`` with the parameters in the units of X."""
+        if self.callback is None:
+            return
+        init_index, scale = self._callback_context
+        self.callback(
+            EMIteration(
+                init_index,
+                n_iter,
+                lower_bound + params.means.shape[1] * math.log(scale),
+                params.weights.copy(),
+                params.means / scale,
+                params.covariances / scale / scale,
+                self.covariance_type,
+            )
+        )
 
     def _column_variances(self, X: Array, weights: Array | None) -> Array:
         """Weighted variance of each feature, in float64, computed in chunks."""
