@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._covariance import CovarianceStrategy
 from ._errors import DegenerateCovarianceError, DegenerateDataWarning
-from ._parallel import map_chunks
+from ._parallel import reduce_chunks
 from ._stats import SufficientStatistics, block_statistics
 
 Array = np.ndarray
@@ -57,10 +58,11 @@ __all__ = [
 _CHUNK_ELEMENTS = 2**16
 _LOG_2PI = math.log(2.0 * math.pi)
 
-# Elements in one chunk of expanded features plus log-densities (4 MiB in
-# float64): large enough that NumPy's per-call overhead is amortised, small
-# enough for the caches to help between the two matrix products.
-_EXPANDED_ELEMENTS = 2**19
+# Bytes in one chunk of expanded features plus log-densities: large enough
+# that NumPy's per-call overhead is amortised, small enough for the caches
+# to help between the two matrix products (measured on cases (b)-(e) of
+# benchmarks/bench_em.py).
+_EXPANDED_BYTES = 2**22
 _EXPANDED_ROWS = (256, 8192)
 
 # The expanded E-step is used while ``eps * expansion_error`` stays below
@@ -102,10 +104,11 @@ def _chunks(n_samples: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n_samples))
 
 
-def expanded_rows(n_expanded: int, n_components: int) -> int:
+def expanded_rows(n_expanded: int, n_components: int, itemsize: int = 8) -> int:
     """Rows per chunk of the expanded E-step."""
     low, high = _EXPANDED_ROWS
-    return int(min(high, max(low, _EXPANDED_ELEMENTS // (n_expanded + n_components))))
+    rows = _EXPANDED_BYTES // (itemsize * (n_expanded + n_components))
+    return int(min(high, max(low, rows)))
 
 
 class _Expansion(NamedTuple):
@@ -202,41 +205,39 @@ class _Partial(NamedTuple):
     loglik_sum: float
     worst: tuple[float, int]  # (log p, row) of the worst-explained row
 
+    def __add__(self, other: object) -> _Partial:
+        if not isinstance(other, _Partial):
+            return NotImplemented
+        return _Partial(
+            self.sums + other.sums,
+            self.loglik_sum + other.loglik_sum,
+            min(self.worst, other.worst),
+        )
 
-def _expanded_statistics_worker(
+
+def _expanded_chunk_statistics(
     X: Array,
     sample_weight: Array | None,
     expansion: _Expansion,
     strategy: CovarianceStrategy,
-    chunks: Sequence[slice],
+    buffers: _ChunkBuffers,
+    rows: slice,
 ) -> _Partial:
-    n_components, n_expanded = expansion.weights.shape
-    rows_max = max(rows.stop - rows.start for rows in chunks)
-    buffers = _ChunkBuffers(expansion, X.shape[1], rows_max)
-    floor = _min_log_resp(X.dtype)
+    phi, log_prob = _expanded_log_prob(X, rows, expansion, strategy, buffers)
+    with np.errstate(under="ignore"):
+        log_norm = _normalise(log_prob, buffers, _min_log_resp(X.dtype))
+        if sample_weight is None:
+            loglik_sum = float(np.sum(log_norm, dtype=np.float64))
+            candidates = log_norm
+        else:
+            weights = sample_weight[rows]
+            log_prob *= weights
+            loglik_sum = float(np.dot(weights, log_norm.astype(np.float64)))
+            candidates = np.where(weights > 0, log_norm, np.inf)
+    row = int(np.argmin(candidates))
     # F x K, not K x F: BLAS is faster for this shape of product.
-    sums = np.zeros((n_expanded, n_components))
-    part = np.empty((n_expanded, n_components), dtype=X.dtype)
-    loglik_sum = 0.0
-    worst = (math.inf, -1)
-    for rows in chunks:
-        phi, log_prob = _expanded_log_prob(X, rows, expansion, strategy, buffers)
-        with np.errstate(under="ignore"):
-            log_norm = _normalise(log_prob, buffers, floor)
-            if sample_weight is None:
-                loglik_sum += float(np.sum(log_norm, dtype=np.float64))
-                candidates = log_norm
-            else:
-                weights = sample_weight[rows]
-                log_prob *= weights
-                loglik_sum += float(np.dot(weights, log_norm.astype(np.float64)))
-                candidates = np.where(weights > 0, log_norm, np.inf)
-        row = int(np.argmin(candidates))
-        if candidates[row] < worst[0]:
-            worst = (float(candidates[row]), rows.start + row)
-        np.matmul(phi, log_prob.T, out=part)
-        sums += part
-    return _Partial(sums, loglik_sum, worst)
+    sums = np.matmul(phi, log_prob.T).astype(np.float64, copy=False)
+    return _Partial(sums, loglik_sum, (float(candidates[row]), rows.start + row))
 
 
 def _expanded_e_step(
@@ -248,32 +249,51 @@ def _expanded_e_step(
 ) -> SufficientStatistics:
     n_components, n_expanded = expansion.weights.shape
     n_features = X.shape[1]
-    size = chunk_size or expanded_rows(n_expanded, n_components)
-    partials = map_chunks(
-        lambda chunks: _expanded_statistics_worker(
-            X, sample_weight, expansion, strategy, chunks
+    size = chunk_size or expanded_rows(n_expanded, n_components, X.itemsize)
+    total = reduce_chunks(
+        lambda: _ChunkBuffers(expansion, n_features, size),
+        lambda buffers, rows: _expanded_chunk_statistics(
+            X, sample_weight, expansion, strategy, buffers, rows
         ),
         list(_chunks(X.shape[0], size)),
+        operator.add,
     )
-    sums = partials[0].sums
-    for partial in partials[1:]:
-        sums = sums + partial.sums
-    worst = min(partial.worst for partial in partials)
-    resp_sum, diff_sum, scatter = strategy.from_expanded(sums.T, n_features)
+    resp_sum, diff_sum, scatter = strategy.from_expanded(total.sums.T, n_features)
     if sample_weight is None:
         weight_sum = float(X.shape[0])
     else:
         weight_sum = float(np.sum(sample_weight, dtype=np.float64))
+    worst_loglik, worst_row = total.worst
     return SufficientStatistics(
         shift=np.repeat(expansion.centre64[None, :], n_components, axis=0),
         resp_sum=resp_sum,
         diff_sum=diff_sum,
         scatter=scatter,
         weight_sum=weight_sum,
-        loglik_sum=sum(partial.loglik_sum for partial in partials),
-        worst_loglik=worst[0],
-        worst_sample=None if worst[1] < 0 else X[worst[1]].astype(np.float64),
+        loglik_sum=total.loglik_sum,
+        worst_loglik=worst_loglik,
+        worst_sample=None if worst_row < 0 else X[worst_row].astype(np.float64),
     )
+
+
+def _write_rows(
+    X: Array,
+    out: Array,
+    write: Callable[[Any, slice], Array],
+    make_state: Any,
+    size: int,
+) -> Array:
+    """Fill ``out[rows] = write(state, rows)`` for every chunk, in threads."""
+
+    def process(state: Any, rows: slice) -> None:
+        out[rows] = write(state, rows)
+
+    reduce_chunks(make_state, process, list(_chunks(X.shape[0], size)), _nothing)
+    return out
+
+
+def _nothing(a: None, b: None) -> None:
+    return None
 
 
 def _expanded_log_prob_all(
@@ -281,18 +301,16 @@ def _expanded_log_prob_all(
 ) -> Array:
     """Weighted log-densities of every row (n x K), by the expanded form."""
     n_components, n_expanded = expansion.weights.shape
-    out = np.empty((X.shape[0], n_components), dtype=X.dtype)
-
-    def work(chunks: Sequence[slice]) -> None:
-        rows_max = max(rows.stop - rows.start for rows in chunks)
-        buffers = _ChunkBuffers(expansion, X.shape[1], rows_max)
-        for rows in chunks:
-            _, log_prob = _expanded_log_prob(X, rows, expansion, strategy, buffers)
-            out[rows] = log_prob.T
-
-    size = expanded_rows(n_expanded, n_components)
-    map_chunks(work, list(_chunks(X.shape[0], size)))
-    return out
+    size = expanded_rows(n_expanded, n_components, X.itemsize)
+    return _write_rows(
+        X,
+        np.empty((X.shape[0], n_components), dtype=X.dtype),
+        lambda buffers, rows: (
+            _expanded_log_prob(X, rows, expansion, strategy, buffers)[1].T
+        ),
+        lambda: _ChunkBuffers(expansion, X.shape[1], size),
+        size,
+    )
 
 
 def _min_log_resp(dtype: np.dtype) -> float:
@@ -342,33 +360,27 @@ def weighted_log_prob(
     if expansion is not None:
         return _expanded_log_prob_all(X, expansion, strategy)
     n_components, n_features = params.means.shape
-    out = np.empty((X.shape[0], n_components), dtype=X.dtype)
-
-    def work(chunks: Sequence[slice]) -> None:
-        for rows in chunks:
-            diffs = _diffs(X[rows], params.means)
-            out[rows] = _weighted_log_prob_from_diffs(diffs, params, strategy)
-
-    map_chunks(work, list(_chunks(X.shape[0], chunk_rows(n_components, n_features))))
-    return out
+    return _write_rows(
+        X,
+        np.empty((X.shape[0], n_components), dtype=X.dtype),
+        lambda _, rows: _weighted_log_prob_from_diffs(
+            _diffs(X[rows], params.means), params, strategy
+        ),
+        lambda: None,
+        chunk_rows(n_components, n_features),
+    )
 
 
 def _sum_blocks(
     n_samples: int, size: int, block: Callable[[slice], SufficientStatistics]
 ) -> SufficientStatistics:
     """The sum of ``block(rows)`` over chunks of rows, shared among threads."""
-
-    def work(chunks: Sequence[slice]) -> SufficientStatistics:
-        total = block(chunks[0])
-        for rows in chunks[1:]:
-            total = total + block(rows)
-        return total
-
-    partials = map_chunks(work, list(_chunks(n_samples, size)))
-    total = partials[0]
-    for partial in partials[1:]:
-        total = total + partial
-    return total
+    return reduce_chunks(
+        lambda: None,
+        lambda _, rows: block(rows),
+        list(_chunks(n_samples, size)),
+        operator.add,
+    )
 
 
 def log_prob_resp(

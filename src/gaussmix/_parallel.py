@@ -6,14 +6,16 @@ per core, each running single-threaded BLAS on its own chunks, keeps every
 core busy without the oversubscription (and the stalls) of nesting BLAS's
 own threads inside ours.
 
-Chunks are dealt round-robin, and the results are returned in worker order,
-so for a given number of workers the sums are always taken in the same
-order: a fit is deterministic on a given machine.
+Workers take chunks as they become free, and the results are summed in
+chunk order, so the sums are the same whatever the number of threads or
+their timing.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,8 +24,9 @@ from typing import TypeVar
 
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["map_chunks", "max_workers", "single_threaded_native"]
+__all__ = ["max_workers", "reduce_chunks", "single_threaded_native"]
 
+S = TypeVar("S")
 T = TypeVar("T")
 
 _controller: ThreadpoolController | None = None
@@ -63,8 +66,8 @@ def single_threaded_native() -> Iterator[None]:
     Every BLAS call of a fit is small (chunked products, K factorisations
     of D x D matrices), and OpenBLAS's threads on small calls are slower
     than one thread; on a busy machine they stall for milliseconds per call.
-    The parallelism is ours instead (:func:`map_chunks`). Nested uses are
-    free.
+    The parallelism is ours instead (:func:`reduce_chunks`). Nested uses
+    are free.
     """
     if _workers.get() is not None:
         yield
@@ -79,23 +82,62 @@ def single_threaded_native() -> Iterator[None]:
         _workers.reset(token)
 
 
-def map_chunks(
-    work: Callable[[Sequence[slice]], T],
+def reduce_chunks(
+    make_state: Callable[[], S],
+    process: Callable[[S, slice], T],
     chunks: Sequence[slice],
+    add: Callable[[T, T], T],
     n_workers: int | None = None,
-) -> list[T]:
-    """``work(chunks[t::n])`` for each worker ``t``, in worker order.
+) -> T:
+    """``process`` every chunk, summing the results with ``add`` in chunk order.
 
-    BLAS is held to one thread throughout, even with a single worker: the
-    chunks' matrix products are small, and OpenBLAS's own threads on small
-    products are slower than one thread (on a busy machine, many times
-    slower).
+    Workers take the next chunk as soon as they are free, so a thread that
+    the operating system delays (a busy machine) does not hold the others
+    up. Each completed result is folded into the total as soon as all the
+    chunks before it are folded, so the total is
+    ``((r0 + r1) + r2) + ...`` whatever the number of workers or their
+    timing: a fit is the same bit for bit on any machine. ``make_state``
+    makes each worker's scratch arrays.
+
+    BLAS and OpenMP are held to one thread throughout, even with a single
+    worker: the chunks' matrix products are small, and OpenBLAS's own
+    threads on small products are slower than one thread (on a busy
+    machine, many times slower).
     """
+    if not chunks:
+        raise ValueError("no chunks to process")
     with single_threaded_native():
         allowed = _workers.get() if n_workers is None else n_workers
         n = min(allowed or 1, len(chunks))
         if n <= 1:
-            return [work(chunks)]
+            state = make_state()
+            total = process(state, chunks[0])
+            for rows in chunks[1:]:
+                total = add(total, process(state, rows))
+            return total
+
+        counter = itertools.count()
+        lock = threading.Lock()
+        pending: dict[int, T] = {}
+        folded: list[T] = []
+        next_index = 0
+
+        def work() -> None:
+            nonlocal next_index
+            state = make_state()
+            while (index := next(counter)) < len(chunks):
+                result = process(state, chunks[index])
+                with lock:
+                    pending[index] = result
+                    while next_index in pending:
+                        ready = pending.pop(next_index)
+                        if folded:
+                            folded[0] = add(folded[0], ready)
+                        else:
+                            folded.append(ready)
+                        next_index += 1
+
         with ThreadPoolExecutor(n) as pool:
-            futures = [pool.submit(work, chunks[t::n]) for t in range(n)]
-            return [future.result() for future in futures]
+            for future in [pool.submit(work) for _ in range(n)]:
+                future.result()
+        return folded[0]
