@@ -492,18 +492,12 @@ default="circles"
         means = X[rng.choice(n_samples, n_components, replace=False)]
         variances = np.var(X, axis=0) / (2.0 * n_components)
         variances = np.where(variances > 0, variances, 1.0)
-        # The same round precision for every component, in the layout of
-        # precisions_init for this covariance type.
-        round_precision = 1.0 / variances
-        layouts = {
-            "full": np.array([np.diag(round_precision)] * n_components),
-            "tied": np.diag(round_precision),
-            "diag": np.tile(round_precision, (n_components, 1)),
-            "spherical": np.full(n_components, 1.0 / float(np.mean(variances))),
-        }
-        if covariance_type not in layouts:
-            raise ValueError(f"unknown covariance_type {covariance_type!r}.")
-        layout = layouts[covariance_type]
+        # The same axis-aligned precision for every component, in the layout
+        # of precisions_init for this covariance type (its strategy knows it).
+        strategy = get_covariance(covariance_type)
+        zero = np.zeros(strategy.param_shape(n_components, X.shape[1]))
+        covariances = strategy.add_to_variances(zero, variances, None)
+        layout = strategy.precisions(strategy.precision_cholesky(covariances))
         kwargs = {
             "weights_init": np.full(n_components, 1.0 / n_components),
             "means_init": means,
