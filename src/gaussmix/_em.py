@@ -126,14 +126,10 @@ def _expansion(
     """The expanded form of ``params``, or None if it would lose digits."""
     centre = (params.weights @ params.means).astype(dtype)
     centre64 = centre.astype(np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        error = strategy.expansion_error(
-            params.means, params.precisions_cholesky, centre64
-        )
-        if not float(np.finfo(dtype).eps) * error <= _EXPANSION_TOLERANCE[dtype]:
-            return None
-        with np.errstate(divide="ignore"):
-            log_weights = np.log(params.weights)
+    if not _expansion_noise(dtype, params, strategy) <= _EXPANSION_TOLERANCE[dtype]:
+        return None
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        log_weights = np.log(params.weights)
         weights = strategy.expanded_weights(
             log_weights, params.means, params.precisions_cholesky, centre64
         )
@@ -656,7 +652,10 @@ def em(
 def _expansion_noise(
     dtype: np.dtype, params: Params, strategy: CovarianceStrategy
 ) -> float:
-    """How much rounding the expanded E-step may add to the lower bound."""
+    """Relative rounding the expanded E-step may add: ``eps * expansion_error``.
+
+    The centre is the mixture's mean, rounded to the data's dtype.
+    """
     centre = (params.weights @ params.means).astype(dtype).astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         error = strategy.expansion_error(
