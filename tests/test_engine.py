@@ -16,6 +16,7 @@ from gaussmix._em import (
     resp_statistics,
     weighted_log_prob,
 )
+from gaussmix._source import ArraySource
 from helpers import COVARIANCE_TYPES, start_params
 
 
@@ -289,11 +290,13 @@ def test_sampled_kmeans_uses_only_positive_weights():
     X[:500] += 1000.0  # these rows weigh nothing
     weights = np.ones(n)
     weights[:500] = 0.0
-    start = _init.initial_responsibilities(
-        X, weights, 3, "kmeans", np.random.RandomState(0)
+    source = ArraySource(X, weights)
+    stats = _init.initial_statistics(
+        source, 3, "kmeans", np.random.RandomState(0), get_covariance("full")
     )
-    assert start.centres is not None
-    assert np.all(np.abs(start.centres) < 100.0)
+    means = stats.shift + stats.diff_sum / stats.resp_sum[:, None]
+    assert np.all(np.abs(stats.shift) < 100.0)
+    assert np.all(np.abs(means) < 100.0)
 
 
 def test_extra_memory_of_a_default_fit_is_a_small_share_of_the_input():

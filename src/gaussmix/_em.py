@@ -42,6 +42,7 @@ logger = logging.getLogger("gaussmix")
 
 __all__ = [
     "EMResult",
+    "EStep",
     "Params",
     "chunk_rows",
     "e_step",
@@ -593,11 +594,14 @@ def _precision_cholesky_healed(
     raise AssertionError("unreachable")
 
 
+EStep = Callable[[Params, bool], SufficientStatistics]
+
+
 def em(
-    X: Array,
-    sample_weight: Array | None,
+    step: EStep,
     params: Params,
     strategy: CovarianceStrategy,
+    dtype: np.dtype,
     *,
     tol: float,
     max_iter: int,
@@ -605,22 +609,26 @@ def em(
     variance_floor: Array,
     lower_bound: float = -math.inf,
     callback: Callable[[int, Params, float], None] | None = None,
-    chunk_size: int | None = None,
 ) -> EMResult:
     """Iterate E- and M-steps until the lower bound changes by less than ``tol``.
+
+    ``step(params, exact)`` is one E-step over all the rows, wherever they
+    live (:meth:`gaussmix._source.RowSource.e_step`); ``dtype`` is the
+    data's.
 
     The lower bound recorded for an iteration is the mean log-likelihood of
     the E-step that started it (as in scikit-learn), so the returned
     parameters are one M-step newer than the returned lower bound.
     """
-    eps = float(np.finfo(X.dtype).eps)
+    dtype = np.dtype(dtype)
+    eps = float(np.finfo(dtype).eps)
     lower_bounds: list[float] = []
     converged = False
     n_iter = 0
     exact = False
     for n_iter in range(1, max_iter + 1):
         previous = lower_bound
-        stats = e_step(X, sample_weight, params, strategy, chunk_size, exact=exact)
+        stats = step(params, exact)
         lower_bound = stats.mean_loglik
         if not math.isfinite(lower_bound):
             raise ValueError(
@@ -639,8 +647,8 @@ def em(
             break
         if (
             not exact
-            and X.dtype != np.float64
-            and abs(change) < tol + _expansion_noise(X.dtype, params, strategy)
+            and dtype != np.float64
+            and abs(change) < tol + _expansion_noise(dtype, params, strategy)
         ):
             # The change is within the expanded E-step's rounding (float32
             # far from the centre): judge convergence with exact E-steps.

@@ -1,11 +1,12 @@
-"""Initialisation strategies: each gives the responsibilities EM starts from.
+"""Initialisation strategies: the statistics of the responsibilities EM starts from.
 
-Hard strategies (k-means, k-means++, random_from_data) return labels, with
--1 for rows that start in no component, and a centre per component; the
-initial M-step then takes one pass over the rows. ``"random"`` returns a
+Hard strategies (k-means, k-means++, random_from_data) give labels, with
+no component for rows that are not seeds, and a centre per component; the
+initial M-step then takes one pass over the rows. ``"random"`` gives a
 function of a row slice, so the M-step streams its dense N x K matrix in
-chunks. The random draws are made in the same order as scikit-learn's, so
-the same ``random_state`` gives the same start.
+chunks. The random draws are made on the host in the same order as
+scikit-learn's, so the same ``random_state`` gives the same start, whatever
+holds the rows (:mod:`gaussmix._source`).
 
 On large data (more than ``KMEANS_SAMPLE`` rows with positive weight)
 k-means and k-means++ run on a uniform sample of a sixteenth of the rows
@@ -18,32 +19,34 @@ size the start is scikit-learn's, bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.metrics import pairwise_distances_argmin
 
-Array = np.ndarray
-RespOfRows = Callable[[slice], Array]
+from ._covariance import CovarianceStrategy
+from ._stats import SufficientStatistics
 
-__all__ = ["INIT_METHODS", "KMEANS_SAMPLE", "Start", "initial_responsibilities"]
+if TYPE_CHECKING:
+    from ._source import RowSource
+
+Array = np.ndarray
+
+__all__ = [
+    "INIT_METHODS",
+    "KMEANS_SAMPLE",
+    "initial_statistics",
+    "nearest",
+    "sample_rows",
+]
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 KMEANS_SAMPLE = 2**16
 _LABEL_ROWS = 8192
 
 
-class Start(NamedTuple):
-    """Either hard ``labels`` with ``centres``, or dense ``resp_of_rows``."""
-
-    labels: Array | None = None
-    centres: Array | None = None
-    resp_of_rows: RespOfRows | None = None
-
-
-def _sample(
+def sample_rows(
     sample_weight: Array | None,
     n_samples: int,
     n_components: int,
@@ -67,7 +70,7 @@ def _sample(
     return chosen if candidates is None else candidates[chosen]
 
 
-def _nearest(X: Array, centres: Array) -> Array:
+def nearest(X: Array, centres: Array) -> Array:
     """Label of the nearest centre for every row, in chunks."""
     labels = np.empty(X.shape[0], dtype=np.int32)
     centres = centres.astype(X.dtype)
@@ -77,65 +80,59 @@ def _nearest(X: Array, centres: Array) -> Array:
     return labels
 
 
-def initial_responsibilities(
-    X: Array,
-    sample_weight: Array | None,
+def initial_statistics(
+    source: RowSource,
     n_components: int,
     method: str,
     random_state: np.random.RandomState,
-) -> Start:
-    """Starting responsibilities for ``method``, using the sample weights.
+    strategy: CovarianceStrategy,
+) -> SufficientStatistics:
+    """Statistics of the starting responsibilities chosen by ``method``.
 
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-    sample_weight : ndarray of shape (n_samples,) or None
-        Rows with zero weight are never chosen as a seed.
-    n_components : int
-    method : {"kmeans", "k-means++", "random", "random_from_data"}
-    random_state : numpy.random.RandomState
-        Consumed in the same order as scikit-learn consumes it.
+    The random numbers are drawn on the host in scikit-learn's order, and
+    only the rows k-means runs on are brought to the host: all of them up
+    to ``KMEANS_SAMPLE`` rows (the start is then scikit-learn's, bit for
+    bit), else a sample (see :mod:`gaussmix._init`), after which every row
+    is labelled by its nearest centre where it lives.
     """
-    n_samples = X.shape[0]
+    n_samples = source.n_samples
     if method in ("kmeans", "k-means++"):
-        rows = _sample(sample_weight, n_samples, n_components, random_state)
-        Xs = X if rows is None else X[rows]
-        ws = sample_weight if rows is None or sample_weight is None else None
-        if rows is not None and sample_weight is not None:
-            ws = sample_weight[rows]
+        weights = source.host_weights()
+        rows = sample_rows(weights, n_samples, n_components, random_state)
+        everything = np.arange(n_samples) if rows is None else rows
+        Xs, ws = source.take(everything)
         if method == "kmeans":
             kmeans = KMeans(
                 n_clusters=n_components, n_init=1, random_state=random_state
             )
             kmeans.fit(Xs, sample_weight=ws)
             centres = kmeans.cluster_centers_
-            labels = kmeans.labels_ if rows is None else _nearest(X, centres)
-            return Start(labels=labels, centres=centres)
-        centres, indices = kmeans_plusplus(
+            if rows is None:
+                return source.label_statistics(kmeans.labels_, centres, strategy)
+            return source.nearest_statistics(centres, strategy)
+        _, indices = kmeans_plusplus(
             Xs, n_components, random_state=random_state, sample_weight=ws
         )
-        if rows is not None:
-            indices = rows[indices]
-        return _seeds(indices, X, n_components)
+        return source.seed_statistics(everything[indices], strategy)
     if method == "random":
         resp = random_state.uniform(size=(n_samples, n_components))
         resp /= resp.sum(axis=1)[:, None]
-        return Start(resp_of_rows=lambda rows: resp[rows])
+
+        def resp_of_rows(rows: slice) -> Array:
+            return resp[rows]
+
+        zero = np.zeros((n_components, source.n_features))
+        first = source.resp_statistics(resp_of_rows, zero, strategy)
+        shift = first.diff_sum / np.maximum(first.resp_sum, 1e-300)[:, None]
+        return source.resp_statistics(resp_of_rows, shift, strategy)
     if method == "random_from_data":
-        if sample_weight is None:
+        weights = source.host_weights()
+        if weights is None:
             indices = random_state.choice(n_samples, size=n_components, replace=False)
         else:
-            p = sample_weight.astype(np.float64) / np.sum(sample_weight, dtype=float)
+            p = weights / np.sum(weights, dtype=float)
             indices = random_state.choice(
                 n_samples, size=n_components, replace=False, p=p
             )
-        return _seeds(indices, X, n_components)
+        return source.seed_statistics(indices, strategy)
     raise ValueError(f"init_params must be one of {INIT_METHODS}, got {method!r}")
-
-
-def _seeds(indices: Array, X: Array, n_components: int) -> Start:
-    """One chosen row per component, all other rows unassigned."""
-    indices = np.asarray(indices)
-    labels = np.full(X.shape[0], -1, dtype=np.int32)
-    labels[indices] = np.arange(n_components)
-    return Start(labels=labels, centres=X[indices].astype(np.float64))

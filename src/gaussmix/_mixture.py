@@ -22,22 +22,15 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from ._covariance import COVARIANCE_TYPES, CovarianceStrategy, get_covariance
-from ._em import (
-    Params,
-    em,
-    label_statistics,
-    log_prob_resp,
-    m_step,
-    resp_statistics,
-    weighted_log_prob,
-)
+from ._em import Params, em, m_step
 from ._errors import DegenerateDataWarning
 from ._history import EMIteration
-from ._init import INIT_METHODS, initial_responsibilities
+from ._init import INIT_METHODS, initial_statistics
 from ._parallel import single_threaded_native
+from ._source import RowSource, column_variances, fit_source, prediction_source
 
 Array = np.ndarray
 logger = logging.getLogger("gaussmix")
@@ -47,44 +40,6 @@ __all__ = ["GaussianMixture"]
 # Data whose magnitude is outside [2**-60, 2**60] is fitted after an exact
 # power-of-two rescaling, so that squares neither overflow nor underflow.
 _SCALE_LIMIT = 2.0**60
-
-
-def _check_sample_weight(sample_weight: Any, n_samples: int, dtype: Any) -> Array:
-    try:
-        weights = np.asarray(sample_weight)
-    except Exception as exc:  # pragma: no cover - numpy raises many types
-        raise TypeError(f"sample_weight could not be read as an array: {exc}") from exc
-    if weights.ndim == 0:
-        weights = np.full(n_samples, weights)
-    if weights.dtype.kind not in "biuf":
-        raise TypeError(
-            f"sample_weight must be numeric, got dtype {weights.dtype}. "
-            "Pass one non-negative number per sample."
-        )
-    if weights.ndim != 1 or weights.shape[0] != n_samples:
-        raise ValueError(
-            f"sample_weight must have shape ({n_samples},), one weight per "
-            f"sample, but got shape {weights.shape}."
-        )
-    weights = weights.astype(np.float64)
-    if not np.all(np.isfinite(weights)):
-        raise ValueError("sample_weight contains NaN or infinity; pass finite weights.")
-    if np.any(weights < 0):
-        raise ValueError(
-            "sample_weight contains negative values; weights must be >= 0."
-        )
-    largest = float(np.max(weights))
-    if largest <= 0:
-        raise ValueError(
-            "sample_weight is zero for every sample; at least one sample needs "
-            "a positive weight."
-        )
-    # EM depends only on the ratios of the weights: an exact power-of-two
-    # rescaling keeps huge or tiny weights (and their sum) representable,
-    # also in float32.
-    if not 2.0**-60 <= largest <= 2.0**60:
-        weights = weights * 2.0 ** (-round(math.log2(largest)))
-    return weights.astype(dtype)
 
 
 def _power_of_two_scale(magnitude: float) -> float:
@@ -325,49 +280,44 @@ default="kmeans"
         labels : ndarray of shape (n_samples,)
             Component labels.
         """
-        X = self._fit(X, sample_weight)
-        return np.argmax(weighted_log_prob(X, self._params(), self._strategy()), axis=1)
+        source = self._fit(X, sample_weight)
+        return source.labels(self._params(), self._strategy())
 
     def _strategy(self) -> CovarianceStrategy:
         return get_covariance(self.covariance_type)
 
-    def _fit(self, X: Any, sample_weight: Any) -> Array:
+    def _fit(self, X: Any, sample_weight: Any) -> RowSource:
         with single_threaded_native():
             return self._fit_unlimited(X, sample_weight)
 
-    def _fit_unlimited(self, X: Any, sample_weight: Any) -> Array:
+    def _fit_unlimited(self, X: Any, sample_weight: Any) -> RowSource:
         self._validate_params()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-        n_samples, n_features = X.shape
-        weights = (
-            None
-            if sample_weight is None
-            else _check_sample_weight(sample_weight, n_samples, X.dtype)
-        )
-        n_effective = n_samples if weights is None else int(np.count_nonzero(weights))
+        original = fit_source(self, X, sample_weight)
+        n_features = original.n_features
+        n_effective = original.n_effective()
         if n_effective < self.n_components:
             raise ValueError(
                 "Expected n_samples >= n_components "
                 f"but got n_components = {self.n_components}, "
                 f"n_samples = {n_effective}"
-                + ("" if weights is None else " (samples with positive weight)")
+                + ("" if not original.weighted else " (samples with positive weight)")
             )
         strategy = self._strategy()
-        init = self._checked_initial_parameters(strategy, n_features, X.dtype)
+        dtype = original.dtype
+        init = self._checked_initial_parameters(strategy, n_features, dtype)
 
         # The scale is read off the magnitudes, before anything is squared.
-        scale = _power_of_two_scale(max(float(np.max(X)), -float(np.min(X))))
+        scale = _power_of_two_scale(original.magnitude())
         if self.reg_covar > 0:
             # Keep reg_covar representable in the rescaled units.
             exponent = 0.5 * (math.log2(1e300) - math.log2(self.reg_covar))
             limit = 2.0 ** math.floor(exponent)
             scale = min(scale, limit)
-        if scale != 1.0:
-            X = X * X.dtype.type(scale)
-        variances = self._column_variances(X, weights)
+        source = original.scaled(scale)
+        variances = column_variances(source)
         reg_covar = float(self.reg_covar) * scale * scale
         self._warn_if_regularisation_dominates(reg_covar, variances, scale)
-        eps = float(np.finfo(X.dtype).eps)
+        eps = float(np.finfo(dtype).eps)
         variance_floor = 1e3 * eps * (variances + np.mean(variances))
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
@@ -380,8 +330,7 @@ default="kmeans"
                 logger.info("Initialization %d", init_index)
                 if do_init:
                     params = self._initial_params(
-                        X,
-                        weights,
+                        source,
                         strategy,
                         init,
                         scale,
@@ -402,10 +351,10 @@ default="kmeans"
                     best = (params, -math.inf, [], 0, False)
                     continue
                 result = em(
-                    X,
-                    weights,
+                    lambda params, exact: source.e_step(params, strategy, exact),
                     params,
                     strategy,
+                    dtype,
                     tol=self.tol,
                     max_iter=self.max_iter,
                     reg_covar=reg_covar,
@@ -439,12 +388,12 @@ default="kmeans"
         if self.max_iter > 0:
             self._warn_if_collapsed(strategy, params, reg_covar, variances)
         shift = n_features * math.log(scale)
-        self._set_fitted(params, X.dtype, scale)
+        self._set_fitted(params, dtype, scale)
         self.converged_ = converged
         self.n_iter_ = n_iter
         self.lower_bound_ = lower_bound + shift
         self.lower_bounds_ = [value + shift for value in lower_bounds]
-        return X if scale == 1.0 else X / X.dtype.type(scale)
+        return original
 
     def _report_iteration(
         self, n_iter: int, params: Params, lower_bound: float
@@ -475,22 +424,6 @@ default="kmeans"
                 self.covariance_type,
             )
         )
-
-    def _column_variances(self, X: Array, weights: Array | None) -> Array:
-        """Weighted variance of each feature, in float64, computed in chunks."""
-        diag = get_covariance("diag")
-        n_features = X.shape[1]
-
-        def ones(rows: slice) -> Array:
-            return np.ones((rows.stop - rows.start, 1))
-
-        zero = np.zeros((1, n_features))
-        first = resp_statistics(X, weights, ones, zero, diag)
-        mean = first.diff_sum / first.resp_sum[:, None]
-        second = resp_statistics(X, weights, ones, mean, diag)
-        delta = second.diff_sum / second.resp_sum[:, None]
-        centred = diag.centre(second.scatter, second.resp_sum, delta)
-        return np.maximum(centred[0] / second.resp_sum[0], 0.0)
 
     def _warn_if_collapsed(
         self,
@@ -594,8 +527,7 @@ default="kmeans"
 
     def _initial_params(
         self,
-        X: Array,
-        weights: Array | None,
+        source: RowSource,
         strategy: CovarianceStrategy,
         init: dict[str, Array | None],
         scale: float,
@@ -604,28 +536,16 @@ default="kmeans"
         random_state: np.random.RandomState,
     ) -> Params:
         """Starting parameters: from the init arrays, else from responsibilities."""
-        n_features = X.shape[1]
         given_weights, given_means, given_precisions = (
             init["weights"],
             init["means"],
             init["precisions"],
         )
         if given_weights is None or given_means is None or given_precisions is None:
-            start = initial_responsibilities(
-                X, weights, self.n_components, self.init_params, random_state
+            stats = initial_statistics(
+                source, self.n_components, self.init_params, random_state, strategy
             )
-            if start.labels is not None:
-                assert start.centres is not None
-                stats = label_statistics(
-                    X, weights, start.labels, start.centres, strategy
-                )
-            else:
-                assert start.resp_of_rows is not None
-                zero = np.zeros((self.n_components, n_features))
-                first = resp_statistics(X, weights, start.resp_of_rows, zero, strategy)
-                shift = first.diff_sum / np.maximum(first.resp_sum, 1e-300)[:, None]
-                stats = resp_statistics(X, weights, start.resp_of_rows, shift, strategy)
-            eps = float(np.finfo(X.dtype).eps)
+            eps = float(np.finfo(source.dtype).eps)
             params, counts = m_step(stats, strategy, reg_covar, variance_floor, eps)
             # scikit-learn divides the initial counts by n_samples, not by
             # their sum (which differs by 10 * eps * n_components).
@@ -677,9 +597,9 @@ default="kmeans"
         return self._scaled_params(1.0)
 
     # ------------------------------------------------------------- predict
-    def _validate_for_prediction(self, X: Any) -> Array:
+    def _validate_for_prediction(self, X: Any) -> RowSource:
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return prediction_source(self, X)
 
     def score_samples(self, X: Any) -> Array:
         """Log-likelihood of each sample under the model.
@@ -692,9 +612,8 @@ default="kmeans"
         -------
         log_prob : ndarray of shape (n_samples,)
         """
-        X = self._validate_for_prediction(X)
-        log_norm, _ = log_prob_resp(X, self._params(), self._strategy())
-        return log_norm
+        source = self._validate_for_prediction(X)
+        return source.log_density(self._params(), self._strategy())
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean log-likelihood of the samples.
@@ -708,7 +627,7 @@ default="kmeans"
         -------
         log_likelihood : float
         """
-        return float(np.mean(self.score_samples(X)))
+        return float(self.score_samples(X).mean())
 
     def predict(self, X: Any) -> Array:
         """The most probable component of each sample.
@@ -721,8 +640,8 @@ default="kmeans"
         -------
         labels : ndarray of shape (n_samples,)
         """
-        X = self._validate_for_prediction(X)
-        return np.argmax(weighted_log_prob(X, self._params(), self._strategy()), axis=1)
+        source = self._validate_for_prediction(X)
+        return source.labels(self._params(), self._strategy())
 
     def predict_proba(self, X: Any) -> Array:
         """Posterior probability of each component for each sample.
@@ -736,9 +655,8 @@ default="kmeans"
         resp : ndarray of shape (n_samples, n_components)
             Rows sum to 1.
         """
-        X = self._validate_for_prediction(X)
-        _, log_resp = log_prob_resp(X, self._params(), self._strategy())
-        return np.exp(log_resp)
+        source = self._validate_for_prediction(X)
+        return source.proba(self._params(), self._strategy())
 
     def sample(
         self, n_samples: int = 1, random_state: Any = None

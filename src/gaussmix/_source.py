@@ -1,0 +1,391 @@
+"""Where the rows live: what a fit needs of them, whatever holds them.
+
+EM needs only a few things of the data: additive statistics of an E-step
+(or of given responsibilities, or of hard labels), the largest magnitude,
+a handful of rows for the initialisation's k-means sample, and the sample
+weights. :class:`RowSource` asks for exactly those, so a NumPy array, a
+Dask array spread over a cluster, an iterable of chunks read from disk or
+an array on a GPU all go through the same estimator and the same EM loop.
+
+A source made of NumPy blocks implements :meth:`RowSource.reduce` (apply a
+function to every block and add the results) and :meth:`RowSource.take`;
+everything else follows from the NumPy kernels of :mod:`gaussmix._em`. A
+source whose blocks are not NumPy arrays (an array-API device array)
+overrides the operations themselves.
+
+The initialisation (:func:`gaussmix._init.initial_statistics`) is written
+against these operations and draws its random numbers on the host in one order, so every
+source starts from the same parameters for the same ``random_state``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import numpy as np
+from sklearn.utils.validation import validate_data
+
+from ._covariance import CovarianceStrategy, get_covariance
+from ._em import (
+    Params,
+    e_step,
+    label_statistics,
+    log_prob_resp,
+    resp_statistics,
+    weighted_log_prob,
+)
+from ._init import nearest
+from ._stats import SufficientStatistics
+
+Array = np.ndarray
+T = TypeVar("T")
+Block = Callable[[Array, Array | None, int], T]
+RespOfRows = Callable[[slice], Array]
+
+__all__ = [
+    "ArraySource",
+    "RowSource",
+    "check_sample_weight",
+    "column_variances",
+    "fit_source",
+    "prediction_source",
+]
+
+
+def _offset(rows: slice, offset: int) -> slice:
+    return slice(rows.start + offset, rows.stop + offset)
+
+
+class RowSource:
+    """The rows of a data set (n_samples x n_features) and their weights.
+
+    Subclasses set ``n_samples``, ``n_features``, ``dtype`` and
+    ``weighted``, and implement :meth:`reduce` and :meth:`take` (NumPy
+    blocks) or override the operations below (other arrays).
+    """
+
+    n_samples: int
+    n_features: int
+    dtype: np.dtype
+    weighted: bool
+
+    # ------------------------------------------------------ the primitives
+    def reduce(self, block: Block[T], add: Callable[[T, T], T] = operator.add) -> T:
+        """``block(X_b, w_b, first_row)`` for every block, summed in order.
+
+        ``X_b`` is a NumPy array of consecutive rows starting at row
+        ``first_row``; ``w_b`` their weights or None.
+        """
+        raise NotImplementedError
+
+    def take(self, rows: Array) -> tuple[Array, Array | None]:
+        """The given rows (sorted indices) and their weights, on the host."""
+
+        def pick(X: Array, w: Array | None, first: int) -> tuple[Array, Array | None]:
+            local = rows[(rows >= first) & (rows < first + X.shape[0])] - first
+            return X[local], None if w is None else w[local]
+
+        def join(
+            a: tuple[Array, Array | None], b: tuple[Array, Array | None]
+        ) -> tuple[Array, Array | None]:
+            weights = None if a[1] is None else np.concatenate([a[1], b[1]])
+            return np.concatenate([a[0], b[0]]), weights
+
+        return self.reduce(pick, join)
+
+    def host_weights(self) -> Array | None:
+        """All the sample weights on the host (float64), or None if unweighted."""
+        if not self.weighted:
+            return None
+
+        def weights(X: Array, w: Array | None, first: int) -> Array:
+            assert w is not None
+            return w.astype(np.float64)
+
+        return self.reduce(weights, lambda a, b: np.concatenate([a, b]))
+
+    # ------------------------------------------------------ the operations
+    def magnitude(self) -> float:
+        """``max |x|`` over every value (NaN if any value is NaN)."""
+
+        def largest(X: Array, w: Array | None, first: int) -> float:
+            if X.size == 0:
+                return 0.0
+            return max(float(np.max(X)), -float(np.min(X)))
+
+        return self.reduce(largest, max)
+
+    def scaled(self, scale: float) -> RowSource:
+        """The same rows multiplied by ``scale`` (a power of two)."""
+        raise NotImplementedError
+
+    def e_step(
+        self, params: Params, strategy: CovarianceStrategy, exact: bool = False
+    ) -> SufficientStatistics:
+        """Statistics of one E-step over every row (see :func:`_em.e_step`)."""
+        return self.reduce(
+            lambda X, w, first: e_step(X, w, params, strategy, exact=exact)
+        )
+
+    def resp_statistics(
+        self, resp_of_rows: RespOfRows, shift: Array, strategy: CovarianceStrategy
+    ) -> SufficientStatistics:
+        """Statistics of responsibilities ``resp_of_rows(rows)`` (rows x K)."""
+        return self.reduce(
+            lambda X, w, first: resp_statistics(
+                X, w, lambda rows: resp_of_rows(_offset(rows, first)), shift, strategy
+            )
+        )
+
+    def label_statistics(
+        self, labels: Array, shift: Array, strategy: CovarianceStrategy
+    ) -> SufficientStatistics:
+        """Statistics of hard labels (n_samples; -1: no component)."""
+        return self.reduce(
+            lambda X, w, first: label_statistics(
+                X, w, labels[first : first + X.shape[0]], shift, strategy
+            )
+        )
+
+    def nearest_statistics(
+        self, centres: Array, strategy: CovarianceStrategy
+    ) -> SufficientStatistics:
+        """Statistics of labelling every row by its nearest centre."""
+        return self.reduce(
+            lambda X, w, first: label_statistics(
+                X, w, nearest(X, centres), centres, strategy
+            )
+        )
+
+    def seed_statistics(
+        self, indices: Array, strategy: CovarianceStrategy
+    ) -> SufficientStatistics:
+        """Statistics of one chosen row per component, all others unassigned."""
+        order = np.argsort(indices)
+        rows, weights = self.take(np.asarray(indices)[order])
+        seeds = np.empty_like(rows)
+        seeds[order] = rows
+        seed_weights = None
+        if weights is not None:
+            seed_weights = np.empty_like(weights)
+            seed_weights[order] = weights
+        labels = np.arange(len(indices), dtype=np.int32)
+        centres = seeds.astype(np.float64)
+        stats = label_statistics(seeds, seed_weights, labels, centres, strategy)
+        return _with_weight_sum(stats, self.weight_sum())
+
+    def weight_sum(self) -> float:
+        """``sum_n w_n`` (the number of rows when unweighted)."""
+        if not self.weighted:
+            return float(self.n_samples)
+
+        def total(X: Array, w: Array | None, first: int) -> float:
+            assert w is not None
+            return float(np.sum(w, dtype=np.float64))
+
+        return self.reduce(total)
+
+    def n_effective(self) -> int:
+        """Rows with positive weight."""
+        weights = self.host_weights()
+        return self.n_samples if weights is None else int(np.count_nonzero(weights))
+
+    # ---------------------------------------------------------- prediction
+    # Results come back as the input's kind of array (NumPy, Dask, torch).
+    def labels(self, params: Params, strategy: CovarianceStrategy) -> Any:
+        """The most probable component of every row (n)."""
+        raise TypeError(f"{type(self).__name__} cannot predict; pass an array.")
+
+    def proba(self, params: Params, strategy: CovarianceStrategy) -> Any:
+        """Responsibilities of every row (n x K)."""
+        raise TypeError(f"{type(self).__name__} cannot predict; pass an array.")
+
+    def log_density(self, params: Params, strategy: CovarianceStrategy) -> Any:
+        """``log p(x)`` of every row (n)."""
+        raise TypeError(f"{type(self).__name__} cannot predict; pass an array.")
+
+    def for_fit(self, estimator: Any, sample_weight: Any) -> RowSource:
+        """This source, checked for ``estimator.fit`` (which passed it as X)."""
+        if sample_weight is not None:
+            raise ValueError(
+                f"sample_weight cannot be given separately for a {type(self).__name__}"
+                "; give the weights with the rows."
+            )
+        estimator.n_features_in_ = self.n_features
+        if hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+        return self
+
+
+def _with_weight_sum(stats: SufficientStatistics, weight_sum: float) -> Any:
+    return replace(stats, weight_sum=weight_sum)
+
+
+class ArraySource(RowSource):
+    """A NumPy array in memory (or memory-mapped): the kernels chunk it."""
+
+    def __init__(self, X: Array, sample_weight: Array | None) -> None:
+        self.X = X
+        self.sample_weight = sample_weight
+        self.n_samples, self.n_features = X.shape
+        self.dtype = X.dtype
+        self.weighted = sample_weight is not None
+
+    def reduce(self, block: Block[T], add: Callable[[T, T], T] = operator.add) -> T:
+        # One block: the kernels stream it in chunks and share them out
+        # among threads themselves.
+        return block(self.X, self.sample_weight, 0)
+
+    def take(self, rows: Array) -> tuple[Array, Array | None]:
+        if rows.size == self.n_samples:  # sorted distinct rows: all of them
+            return self.X, self.sample_weight
+        weights = None if self.sample_weight is None else self.sample_weight[rows]
+        return self.X[rows], weights
+
+    def host_weights(self) -> Array | None:
+        return self.sample_weight
+
+    def scaled(self, scale: float) -> ArraySource:
+        if scale == 1.0:
+            return self
+        return ArraySource(self.X * self.X.dtype.type(scale), self.sample_weight)
+
+    def seed_statistics(
+        self, indices: Array, strategy: CovarianceStrategy
+    ) -> SufficientStatistics:
+        indices = np.asarray(indices)
+        labels = np.full(self.n_samples, -1, dtype=np.int32)
+        labels[indices] = np.arange(indices.size)
+        centres = self.X[indices].astype(np.float64)
+        return label_statistics(self.X, self.sample_weight, labels, centres, strategy)
+
+    def n_effective(self) -> int:
+        if self.sample_weight is None:
+            return self.n_samples
+        return int(np.count_nonzero(self.sample_weight))
+
+    def labels(self, params: Params, strategy: CovarianceStrategy) -> Array:
+        return np.argmax(weighted_log_prob(self.X, params, strategy), axis=1)
+
+    def proba(self, params: Params, strategy: CovarianceStrategy) -> Array:
+        return np.exp(log_prob_resp(self.X, params, strategy)[1])
+
+    def log_density(self, params: Params, strategy: CovarianceStrategy) -> Array:
+        return log_prob_resp(self.X, params, strategy)[0]
+
+
+def column_variances(source: RowSource) -> Array:
+    """Weighted variance of each feature, in float64 (two passes)."""
+    diag = get_covariance("diag")
+    n_features = source.n_features
+
+    def ones(rows: slice) -> Array:
+        return np.ones((rows.stop - rows.start, 1))
+
+    zero = np.zeros((1, n_features))
+    first = source.resp_statistics(ones, zero, diag)
+    mean = first.diff_sum / first.resp_sum[:, None]
+    second = source.resp_statistics(ones, mean, diag)
+    delta = second.diff_sum / second.resp_sum[:, None]
+    centred = diag.centre(second.scatter, second.resp_sum, delta)
+    return np.maximum(centred[0] / second.resp_sum[0], 0.0)
+
+
+# ------------------------------------------------------------- dispatch
+# Inputs that are not NumPy-like are recognised by the module that defines
+# their type, so that an optional backend is imported only when used:
+# module prefix -> (gaussmix module, the extra that installs what it needs).
+_BACKENDS = {
+    "dask": ("gaussmix.distributed", "dask"),
+    "torch": ("gaussmix._xp", "torch"),
+    "cupy": ("gaussmix._xp", "torch"),
+}
+
+
+def _backend(X: Any) -> Any:
+    """The gaussmix module that handles X's kind of array, or None for NumPy."""
+    if isinstance(X, np.ndarray):
+        return None
+    root = type(X).__module__.partition(".")[0]
+    if root not in _BACKENDS:
+        return None
+    name, extra = _BACKENDS[root]
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ImportError(
+            f"Fitting a {root} array needs gaussmix's optional dependencies "
+            f"for it ({exc}); install them with: pip install 'gaussmix[{extra}]'"
+        ) from exc
+
+
+def fit_source(estimator: Any, X: Any, sample_weight: Any) -> RowSource:
+    """Validate X (and the weights) for ``fit``; set ``n_features_in_``."""
+    if isinstance(X, RowSource):
+        return X.for_fit(estimator, sample_weight)
+    backend = _backend(X)
+    if backend is not None:
+        source: RowSource = backend.fit_source(estimator, X, sample_weight)
+        return source
+    X = validate_data(
+        estimator, X, dtype=[np.float64, np.float32], ensure_min_samples=2
+    )
+    weights = (
+        None
+        if sample_weight is None
+        else check_sample_weight(sample_weight, X.shape[0], X.dtype)
+    )
+    return ArraySource(X, weights)
+
+
+def prediction_source(estimator: Any, X: Any) -> RowSource:
+    """Validate X against the fitted ``estimator`` for prediction."""
+    backend = _backend(X)
+    if backend is not None:
+        source: RowSource = backend.prediction_source(estimator, X)
+        return source
+    X = validate_data(estimator, X, reset=False, dtype=[np.float64, np.float32])
+    return ArraySource(X, None)
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int, dtype: Any) -> Array:
+    try:
+        weights = np.asarray(sample_weight)
+    except Exception as exc:  # pragma: no cover - numpy raises many types
+        raise TypeError(f"sample_weight could not be read as an array: {exc}") from exc
+    if weights.ndim == 0:
+        weights = np.full(n_samples, weights)
+    if weights.dtype.kind not in "biuf":
+        raise TypeError(
+            f"sample_weight must be numeric, got dtype {weights.dtype}. "
+            "Pass one non-negative number per sample."
+        )
+    if weights.ndim != 1 or weights.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight must have shape ({n_samples},), one weight per "
+            f"sample, but got shape {weights.shape}."
+        )
+    weights = weights.astype(np.float64)
+    if not np.all(np.isfinite(weights)):
+        raise ValueError("sample_weight contains NaN or infinity; pass finite weights.")
+    if np.any(weights < 0):
+        raise ValueError(
+            "sample_weight contains negative values; weights must be >= 0."
+        )
+    largest = float(np.max(weights))
+    if largest <= 0:
+        raise ValueError(
+            "sample_weight is zero for every sample; at least one sample needs "
+            "a positive weight."
+        )
+    # EM depends only on the ratios of the weights: an exact power-of-two
+    # rescaling keeps huge or tiny weights (and their sum) representable,
+    # also in float32.
+    if not 2.0**-60 <= largest <= 2.0**60:
+        weights = weights * 2.0 ** (-round(math.log2(largest)))
+    return weights.astype(dtype)
