@@ -48,7 +48,9 @@ __all__ = [
     "e_step",
     "em",
     "label_statistics",
+    "log_density",
     "m_step",
+    "most_probable",
     "resp_statistics",
     "weighted_log_prob",
 ]
@@ -368,6 +370,62 @@ def weighted_log_prob(
     )
 
 
+def _per_row(
+    X: Array,
+    params: Params,
+    strategy: CovarianceStrategy,
+    out: Array,
+    of_rows: Callable[[Array], Array],
+) -> Array:
+    """``out[rows] = of_rows(weighted log-densities of rows)``, chunk by chunk.
+
+    The chunks and their log-densities are those of :func:`weighted_log_prob`,
+    so the results are the same as from its n x K array, bit for bit, with
+    no n x K array made.
+    """
+    expansion = _expansion(X.dtype, params, strategy)
+    if expansion is not None:
+        n_components, n_expanded = expansion.weights.shape
+        size = expanded_rows(n_expanded, n_components, X.itemsize)
+        return _write_rows(
+            X,
+            out,
+            lambda buffers, rows: of_rows(
+                np.ascontiguousarray(
+                    _expanded_log_prob(X, rows, expansion, strategy, buffers)[1].T
+                )
+            ),
+            lambda: _ChunkBuffers(expansion, X.shape[1], size),
+            size,
+        )
+    n_components, n_features = params.means.shape
+    return _write_rows(
+        X,
+        out,
+        lambda _, rows: of_rows(
+            np.ascontiguousarray(
+                _weighted_log_prob_from_diffs(
+                    _diffs(X[rows], params.means), params, strategy
+                )
+            )
+        ),
+        lambda: None,
+        chunk_rows(n_components, n_features),
+    )
+
+
+def most_probable(X: Array, params: Params, strategy: CovarianceStrategy) -> Array:
+    """The most probable component of every row (n), in bounded memory."""
+    out = np.empty(X.shape[0], dtype=np.intp)
+    return _per_row(X, params, strategy, out, lambda wlp: np.argmax(wlp, axis=1))
+
+
+def log_density(X: Array, params: Params, strategy: CovarianceStrategy) -> Array:
+    """``log p(x_n)`` of every row (n), in bounded memory."""
+    out = np.empty(X.shape[0], dtype=X.dtype)
+    return _per_row(X, params, strategy, out, _logsumexp_rows)
+
+
 def _sum_blocks(
     n_samples: int, size: int, block: Callable[[slice], SufficientStatistics]
 ) -> SufficientStatistics:
@@ -457,15 +515,19 @@ def resp_statistics(
 def label_statistics(
     X: Array,
     sample_weight: Array | None,
-    labels: Array,
+    labels: Array | Callable[[slice], Array],
     shift: Array,
     strategy: CovarianceStrategy,
 ) -> SufficientStatistics:
     """Statistics of hard labels (-1: no component), about ``shift`` (K x D).
 
+    ``labels`` holds one label per row, or is a function giving the labels
+    of a slice of rows (so that they need not all exist at once).
+
     Each chunk is sorted by label, so every component's rows are one slice:
     the cost is one pass over the rows, whatever the number of components.
     """
+    labels_of_rows = labels if callable(labels) else labels.__getitem__
     n_components, n_features = shift.shape
     size = chunk_rows(1, n_features)
     shift = shift.astype(X.dtype).astype(np.float64)
@@ -473,7 +535,7 @@ def label_statistics(
     scatter_shape = strategy.scatter_shape(n_components, n_features)
 
     def block(rows: slice) -> SufficientStatistics:
-        chunk_labels = labels[rows]
+        chunk_labels = labels_of_rows(rows)
         order = np.argsort(chunk_labels, kind="stable")
         sorted_labels = chunk_labels[order]
         bounds = np.searchsorted(sorted_labels, np.arange(n_components + 1))

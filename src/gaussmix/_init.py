@@ -19,6 +19,7 @@ size the start is scikit-learn's, bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "KMEANS_SAMPLE",
     "initial_statistics",
     "nearest",
+    "nearest_of_rows",
     "sample_rows",
 ]
 
@@ -77,6 +79,28 @@ def nearest(X: Array, centres: Array) -> Array:
     for start in range(0, X.shape[0], _LABEL_ROWS):
         rows = slice(start, min(start + _LABEL_ROWS, X.shape[0]))
         labels[rows] = pairwise_distances_argmin(X[rows], centres)
+    return labels
+
+
+def nearest_of_rows(X: Array, centres: Array) -> Callable[[slice], Array]:
+    """``nearest(X, centres)[rows]`` for any slice, without labelling every row.
+
+    Rows are labelled in the same ``_LABEL_ROWS`` windows as :func:`nearest`
+    (so the labels are the same, bit for bit), only those that ``rows``
+    touches: labels and sums can then go chunk by chunk, and the memory
+    stays bounded however many rows there are.
+    """
+    centres = centres.astype(X.dtype)
+
+    def labels(rows: slice) -> Array:
+        first = rows.start - rows.start % _LABEL_ROWS
+        parts = []
+        for start in range(first, rows.stop, _LABEL_ROWS):
+            window = slice(start, min(start + _LABEL_ROWS, X.shape[0]))
+            parts.append(pairwise_distances_argmin(X[window], centres))
+        found = np.concatenate(parts).astype(np.int32, copy=False)
+        return found[rows.start - first : rows.stop - first]
+
     return labels
 
 

@@ -36,10 +36,11 @@ from ._em import (
     e_step,
     label_statistics,
     log_prob_resp,
+    most_probable,
     resp_statistics,
-    weighted_log_prob,
 )
-from ._init import nearest
+from ._em import log_density as row_log_density
+from ._init import nearest, nearest_of_rows
 from ._stats import SufficientStatistics
 
 Array = np.ndarray
@@ -264,19 +265,32 @@ class ArraySource(RowSource):
         centres = self.X[indices].astype(np.float64)
         return label_statistics(self.X, self.sample_weight, labels, centres, strategy)
 
+    def nearest_statistics(
+        self, centres: Array, strategy: CovarianceStrategy
+    ) -> SufficientStatistics:
+        # Label chunk by chunk as the sums go: no label per row is kept, so
+        # a memory-mapped X costs no memory in proportion to its rows.
+        return label_statistics(
+            self.X,
+            self.sample_weight,
+            nearest_of_rows(self.X, centres),
+            centres,
+            strategy,
+        )
+
     def n_effective(self) -> int:
         if self.sample_weight is None:
             return self.n_samples
         return int(np.count_nonzero(self.sample_weight))
 
     def labels(self, params: Params, strategy: CovarianceStrategy) -> Array:
-        return np.argmax(weighted_log_prob(self.X, params, strategy), axis=1)
+        return most_probable(self.X, params, strategy)
 
     def proba(self, params: Params, strategy: CovarianceStrategy) -> Array:
         return np.exp(log_prob_resp(self.X, params, strategy)[1])
 
     def log_density(self, params: Params, strategy: CovarianceStrategy) -> Array:
-        return log_prob_resp(self.X, params, strategy)[0]
+        return row_log_density(self.X, params, strategy)
 
 
 def column_variances(source: RowSource) -> Array:
