@@ -11,6 +11,7 @@ A drop-in replacement for scikit-learn's ``GaussianMixture``:
 """
 
 from ._anomaly import GaussianMixtureAnomalyDetector
+from ._chunks import Chunks
 from ._errors import DegenerateDataWarning
 from ._history import EMHistory, EMIteration
 from ._mixture import GaussianMixture
@@ -21,6 +22,7 @@ from ._selection import GaussianMixtureIC
 __version__ = "0.1.0"
 
 __all__ = [
+    "Chunks",
     "DegenerateDataWarning",
     "EMHistory",
     "EMIteration",
