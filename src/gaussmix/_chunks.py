@@ -132,8 +132,8 @@ class Chunks(RowSource):
     >>> rng = np.random.default_rng(0)
     >>> parts = [rng.normal(size=(500, 2)) + 6 * (i % 2) for i in range(4)]
     >>> gm = GaussianMixture(2, random_state=0).fit(Chunks(parts))
-    >>> np.round(np.sort(gm.means_[:, 0]))
-    array([0., 6.])
+    >>> np.sort(gm.means_[:, 0]).round().astype(int)
+    array([0, 6])
     """
 
     columns: list[str] | None = None
