@@ -307,12 +307,7 @@ default="kmeans"
         init = self._checked_initial_parameters(strategy, n_features, dtype)
 
         # The scale is read off the magnitudes, before anything is squared.
-        scale = _power_of_two_scale(original.magnitude())
-        if self.reg_covar > 0:
-            # Keep reg_covar representable in the rescaled units.
-            exponent = 0.5 * (math.log2(1e300) - math.log2(self.reg_covar))
-            limit = 2.0 ** math.floor(exponent)
-            scale = min(scale, limit)
+        scale = self._fitting_scale(original.magnitude())
         source = original.scaled(scale)
         variances = column_variances(source)
         reg_covar = float(self.reg_covar) * scale * scale
@@ -394,6 +389,67 @@ default="kmeans"
         self.lower_bound_ = lower_bound + shift
         self.lower_bounds_ = [value + shift for value in lower_bounds]
         return original
+
+    def _fitting_scale(self, magnitude: float) -> float:
+        """The power of two the rows are multiplied by while fitting."""
+        scale = _power_of_two_scale(magnitude)
+        if self.reg_covar > 0:
+            # Keep reg_covar representable in the rescaled units.
+            exponent = 0.5 * (math.log2(1e300) - math.log2(self.reg_covar))
+            limit = 2.0 ** math.floor(exponent)
+            scale = min(scale, limit)
+        return scale
+
+    def partial_fit(
+        self, X: Any, y: Any = None, sample_weight: Any = None
+    ) -> GaussianMixture:
+        """Update the mixture with one chunk of a stream read only once.
+
+        Online (stepwise) EM: the first call initialises the mixture from
+        its chunk (by ``init_params``, or ``weights_init``, ``means_init``
+        and ``precisions_init``) and takes one EM step on it, exactly as
+        ``fit`` with ``max_iter=1``. Each later call takes one E-step on its
+        chunk under the current parameters, blends the chunk's sufficient
+        statistics (per unit weight) into running statistics with step size
+        ``eta_t = (t + 1) ** -0.7`` for the ``t``-th chunk, and takes the
+        M-step of the blend (see :mod:`gaussmix._online`). Each chunk is
+        read once and then forgotten. To fit data that can be read more
+        than once, exactly, pass a :class:`gaussmix.Chunks` to :meth:`fit`.
+
+        After :meth:`fit` (or :func:`gaussmix.load`), ``partial_fit``
+        continues from the fitted model, which counts as the first chunk
+        (the next chunk then has step size ``2 ** -0.7``, about 0.6). It
+        does so whatever ``warm_start``: ``warm_start`` is about ``fit``,
+        where False starts over (forgetting the stream) and True runs
+        batch EM from the parameters ``partial_fit`` reached.
+
+        Chunks must have the first chunk's ``n_features_in_`` and are
+        converted to its dtype. ``n_iter_`` counts the updates,
+        ``lower_bound_`` is the mean log-likelihood of the latest chunk
+        under the parameters before its update (``lower_bounds_`` keeps
+        one per call), and ``converged_`` is False: a stream has no
+        convergence test.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            One chunk of samples; the first needs at least
+            ``n_components`` rows.
+        y : Ignored
+            Present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the chunk's rows.
+
+        Returns
+        -------
+        self : GaussianMixture
+            The updated mixture.
+        """
+        from ._online import partial_fit
+
+        with single_threaded_native():
+            partial_fit(self, X, sample_weight)
+        return self
 
     def _report_iteration(
         self, n_iter: int, params: Params, lower_bound: float

@@ -15,7 +15,7 @@ share the shift, which is checked.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -80,6 +80,46 @@ class SufficientStatistics:
             worst_loglik=worst_loglik,
             worst_sample=worst_sample,
         )
+
+    def scaled(self, factor: float) -> SufficientStatistics:
+        """The statistics of the same rows with every weight times ``factor``."""
+        return replace(
+            self,
+            resp_sum=self.resp_sum * factor,
+            diff_sum=self.diff_sum * factor,
+            scatter=self.scatter * factor,
+            weight_sum=self.weight_sum * factor,
+            loglik_sum=self.loglik_sum * factor,
+        )
+
+    def recentred(self, shift: Array) -> SufficientStatistics:
+        """The same statistics taken about another ``shift`` (K x D), exactly.
+
+        With ``delta = shift - self.shift``, the sums of ``x - shift`` are
+        ``diff_sum - resp_sum * delta``, and the scatter about the new shift
+        is ``scatter - d delta^T - delta d^T + r delta delta^T``, where ``d``
+        and ``r`` are ``diff_sum`` and ``resp_sum`` (only the diagonal when
+        the scatter is diagonal). The correction is small when the shifts
+        are close, as between the E-steps of nearby parameters.
+        """
+        shift = np.asarray(shift, dtype=np.float64)
+        if np.array_equal(shift, self.shift):
+            return self
+        delta = shift - self.shift
+        counts = self.resp_sum[:, None]
+        diff_sum = self.diff_sum - counts * delta
+        if self.scatter.ndim == 3:
+            cross = self.diff_sum[:, :, None] * delta[:, None, :]
+            outer = delta[:, :, None] * delta[:, None, :]
+            scatter = (
+                self.scatter
+                - cross
+                - np.swapaxes(cross, 1, 2)
+                + counts[:, :, None] * outer
+            )
+        else:
+            scatter = self.scatter - 2.0 * self.diff_sum * delta + counts * delta**2
+        return replace(self, shift=shift, diff_sum=diff_sum, scatter=scatter)
 
     @property
     def mean_loglik(self) -> float:
