@@ -442,3 +442,124 @@ def test_installed_script_pipes(tmp_path, data_dir):
     )
     usage = subprocess.run([SCRIPT, "fit"], capture_output=True, text=True)
     assert usage.returncode == 2 and len(usage.stderr.splitlines()) == 1
+
+
+# --------------------------------------------------------- large inputs
+def _stream_fixture_rows():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 6_000)
+    return rng.normal(size=(6_000, 2)) + 6.0 * labels[:, None]
+
+
+def test_fit_memory_maps_npy_files(capsys, monkeypatch, tmp_path):
+    X = _stream_fixture_rows()
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "X32.npy", X.astype(np.float32))
+    np.save(tmp_path / "Xint.npy", np.rint(X * 100).astype(np.int16))
+    modes = []
+    load = np.load
+
+    def spy(*args, **kwargs):
+        modes.append(kwargs.get("mmap_mode"))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(np, "load", spy)
+    for name, rows in [
+        ("X.npy", X),
+        ("X32.npy", X.astype(np.float32)),
+        ("Xint.npy", np.rint(X * 100).astype(np.int16).astype(np.float64)),
+    ]:
+        path = tmp_path / f"{name}.npz"
+        status, _, err = run(
+            capsys, "fit", tmp_path / name, "-k", 2, "--random-state", 0, "-o", path
+        )
+        assert status == 0, err
+        assert modes[-1] == "r"
+        expected = GaussianMixture(2, random_state=0).fit(rows)
+        model = gaussmix.load(path)
+        np.testing.assert_allclose(model.means_, expected.means_, rtol=1e-6)
+        bic = float(err.split("BIC ")[1])
+        np.testing.assert_allclose(bic, expected.bic(rows), rtol=1e-6)
+
+
+def test_fit_streams_parquet_files_and_folders(capsys, monkeypatch, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    X = _stream_fixture_rows()
+    table = pa.table({"u": X[:, 0], "v": X[:, 1]})
+    pq.write_table(table, tmp_path / "one.parquet", row_group_size=1_000)
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    pq.write_table(table.slice(0, 4_000), folder / "a.parquet", row_group_size=1_500)
+    pq.write_table(table.slice(4_000), folder / "b.parquet")
+    # Streamed row group by row group: the whole table is never read.
+    monkeypatch.setattr(pq, "read_table", None)
+    expected = GaussianMixture(2, random_state=0).fit(X)
+    for data in (tmp_path / "one.parquet", folder):
+        path = tmp_path / "m.npz"
+        status, out, err = run(
+            capsys, "fit", data, "-k", 2, "--random-state", 0, "-o", path
+        )
+        assert status == 0, err
+        header, values = read_csv(out)
+        assert header == ["component", "weight", "mean_u", "mean_v"]
+        np.testing.assert_allclose(values[:, 2:], expected.means_, rtol=1e-10)
+        assert f"BIC {expected.bic(X):.3f}" in err
+        assert "pass" not in err  # no progress unless asked or on a terminal
+
+
+def test_progress_flag_reports_every_pass(capsys, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    X = _stream_fixture_rows()
+    pq.write_table(pa.table({"u": X[:, 0], "v": X[:, 1]}), tmp_path / "d.parquet")
+    np.save(tmp_path / "d.npy", X)
+    out_path = tmp_path / "m.npz"
+    status, _, err = run(
+        capsys, "fit", tmp_path / "d.parquet", "-k", 2, "-o", out_path, "--progress"
+    )
+    assert status == 0 and "\r" not in err
+    lines = err.splitlines()
+    assert lines[0] == "fitting 6000 rows x 2 (1 chunks, read once per pass)"
+    model = gaussmix.load(out_path)
+    iterations = [line for line in lines if line.startswith("init 1/1, iteration")]
+    assert len(iterations) == 1 + model.n_iter_
+    # Five passes before EM (k-means start), then one per iteration.
+    assert iterations[0].startswith("init 1/1, iteration 0, pass 5,")
+    assert iterations[-1].startswith(
+        f"init 1/1, iteration {model.n_iter_}, pass {5 + model.n_iter_}, lower bound"
+    )
+    status, _, err = run(
+        capsys, "fit", tmp_path / "d.npy", "-k", 2, "-o", out_path, "--progress"
+    )
+    assert status == 0 and "fitting 6000 rows x 2 (memory-mapped)" in err
+    status, _, err = run(
+        capsys, "fit", tmp_path / "d.npy", "-k", 2, "-o", out_path, "--progress", "-q"
+    )
+    assert status == 0 and err == ""
+
+
+def test_large_input_errors_are_one_line(capsys, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = _stream_fixture_rows()
+    bad[4_321, 1] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 2)))
+    pq.write_table(pa.table({"a": ["x", "y"]}), tmp_path / "text.parquet")
+    pq.write_table(pa.table({"a": [1.0, np.nan]}), tmp_path / "nan.parquet")
+    (tmp_path / "nothing").mkdir()
+    out = tmp_path / "m.npz"
+    for data, fragments in [
+        ("nan.npy", ["nan.npy contains NaN or infinite values"]),
+        ("empty.npy", ["empty.npy holds no rows"]),
+        ("text.parquet", ["column 'a' of row group 0 of", "not numeric"]),
+        ("nan.parquet", ["row group 0 of", "nan.parquet contains NaN"]),
+        ("nothing", ["nothing holds no .parquet files"]),
+    ]:
+        status, _, err = run(capsys, "fit", tmp_path / data, "-k", 1, "-o", out)
+        assert_one_line_error(status, err, *fragments)
+        assert status == 1

@@ -440,7 +440,8 @@ def _column(column: Any, name: str, where: str) -> Array:
     if array.dtype.kind not in "biuf":
         raise ValueError(
             f"column {name!r} of {where} is not numeric ({column.type}) or "
-            "has missing values; select numeric columns with columns=[...]."
+            "has missing values; keep only numeric columns "
+            "(Chunks.from_parquet takes columns=[...])."
         )
     return np.asarray(array)
 

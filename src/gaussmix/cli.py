@@ -2,7 +2,7 @@
 
 ::
 
-    gaussmix fit DATA -k K [--covariance-type T] -o MODEL
+    gaussmix fit DATA -k K [--covariance-type T] [--progress] -o MODEL
     gaussmix predict MODEL DATA [--proba]
     gaussmix score MODEL DATA [--per-sample]
     gaussmix select DATA [--k-range 1:9] [--criterion bic] [-o MODEL]
@@ -13,8 +13,11 @@
 
 DATA is a CSV file (with or without a header row), a ``.npy`` file, a
 Parquet file (``pip install 'gaussmix[cli]'``) or ``-`` for CSV on standard
-input. Results go to standard output as CSV (or JSON with ``--json``), so
-commands pipe into each other; progress and messages go to standard error.
+input. ``fit`` also takes data larger than memory: a ``.npy`` file is
+memory-mapped, and a Parquet file or a folder of Parquet files (a data set)
+is read one row group at a time on every pass. Results go to standard output
+as CSV (or JSON with ``--json``), so commands pipe into each other; progress
+and messages go to standard error.
 Every error is one line on standard error and a non-zero exit status.
 """
 
@@ -154,6 +157,89 @@ def read_data(source: str) -> tuple[np.ndarray, list[str] | None]:
     return X, names
 
 
+# Rows per block when a large file is checked or scored piece by piece.
+_BLOCK_ROWS = 2**20
+
+
+def _npy_for_fit(path: Path, source: str) -> Any:
+    """A ``.npy`` file for ``fit``, memory-mapped rather than read.
+
+    Float32 and float64 files are fitted in place; other numbers are
+    converted block by block (:class:`gaussmix.Chunks`). Either way the
+    file is never copied into memory whole.
+    """
+    from ._chunks import Chunks
+
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{source} holds {array.dtype} values, not numbers.")
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2:
+        raise ValueError(
+            f"{source} holds a {array.ndim}-D array; expected rows of samples (2-D)."
+        )
+    n_rows = array.shape[0]
+    if n_rows == 0:
+        raise ValueError(f"{source} holds no rows.")
+    if array.dtype.kind == "f":
+        for start in range(0, n_rows, _BLOCK_ROWS):
+            block = array[start : start + _BLOCK_ROWS]
+            if not np.isfinite(np.sum(block, dtype=np.float64)) and not np.all(
+                np.isfinite(block)
+            ):
+                raise ValueError(f"{source} contains NaN or infinite values.")
+        if array.dtype in (np.float32, np.float64):
+            return array
+    starts = range(0, n_rows, _BLOCK_ROWS)
+    return Chunks(lambda: (array[start : start + _BLOCK_ROWS] for start in starts))
+
+
+def _data_for_fit(source: str) -> tuple[Any, list[str] | None]:
+    """What ``fit`` fits: large files stay on disk, the rest is read.
+
+    A ``.npy`` file is memory-mapped, and Parquet (a file or a folder of
+    files, a data set) is read one row group per chunk on every pass
+    (:class:`gaussmix.Chunks`); other inputs go through :func:`read_data`.
+    """
+    from ._chunks import Chunks
+
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if source != "-" and path.is_dir():
+        chunks = Chunks.from_parquet(path)
+        return chunks, chunks.columns
+    if path.is_file() and suffix == ".npy":
+        return _npy_for_fit(path, source), None
+    if path.is_file() and suffix in (".parquet", ".pq"):
+        chunks = Chunks.from_parquet(path)
+        return chunks, chunks.columns
+    return read_data(source)
+
+
+def _bic(model: Any, X: Any) -> float:
+    """BIC of the rows X, reading them block by block unless in memory."""
+    from ._chunks import Chunks
+
+    if type(X) is np.ndarray:
+        return float(model.bic(X))
+
+    def total(rows: np.ndarray, weights: Any, first: int) -> float:
+        return float(np.sum(model.score_samples(rows), dtype=np.float64))
+
+    if isinstance(X, Chunks):
+        log_likelihood = X.reduce(total)
+        n_samples = X.n_samples
+    else:
+        n_samples = X.shape[0]
+        log_likelihood = sum(
+            total(X[start : start + _BLOCK_ROWS], None, start)
+            for start in range(0, n_samples, _BLOCK_ROWS)
+        )
+    n_parameters = model._n_parameters()
+    return -2.0 * log_likelihood + n_parameters * math.log(n_samples)
+
+
 def _load_model(path: str) -> Any:
     from ._persistence import load
 
@@ -225,13 +311,24 @@ class _Progress:
     Shown only when standard error is a terminal and --quiet is not given.
     """
 
-    def __init__(self, enabled: bool, n_candidates: int = 1, n_init: int = 1):
+    def __init__(
+        self,
+        enabled: bool,
+        n_candidates: int = 1,
+        n_init: int = 1,
+        lines: bool = False,
+    ):
         self.enabled = enabled
         self.n_candidates = n_candidates
         self.n_init = n_init
         self.candidate = 0
         self.last = 0.0
         self.shown = False
+        # One line per EM iteration (a pass over the data) instead of a
+        # bar redrawn in place: for --progress when stderr is not a terminal.
+        self.lines = lines
+        self.started = time.monotonic()
+        self.source: Any = None  # a gaussmix.Chunks, whose passes are counted
 
     def __call__(self, step: EMIteration) -> None:
         if step.n_iter == 0 and step.init == 0:
@@ -239,6 +336,15 @@ class _Progress:
         if not self.enabled:
             return
         now = time.monotonic()
+        if self.lines:
+            passes = "" if self.source is None else f", pass {self.source.n_passes}"
+            bound = "" if step.n_iter == 0 else f", lower bound {step.lower_bound:.6f}"
+            sys.stderr.write(
+                f"init {step.init + 1}/{self.n_init}, iteration {step.n_iter}"
+                f"{passes}{bound}, {now - self.started:.1f} s\n"
+            )
+            sys.stderr.flush()
+            return
         if now - self.last < 0.1 and step.n_iter != 0:
             return
         self.last = now
@@ -267,8 +373,10 @@ class _Progress:
 
 
 def _progress(args: argparse.Namespace, **kwargs: Any) -> _Progress:
-    enabled = not args.quiet and sys.stderr.isatty()
-    return _Progress(enabled, **kwargs)
+    terminal = sys.stderr.isatty()
+    forced = getattr(args, "progress", False)
+    enabled = not args.quiet and (terminal or forced)
+    return _Progress(enabled, lines=forced and not terminal, **kwargs)
 
 
 def _message(args: argparse.Namespace, text: str) -> None:
@@ -278,11 +386,24 @@ def _message(args: argparse.Namespace, text: str) -> None:
 
 # --------------------------------------------------------------- commands
 def _cmd_fit(args: argparse.Namespace) -> int:
+    from ._chunks import Chunks
     from ._mixture import GaussianMixture
 
     _check_output(args.output)
-    X, names = read_data(args.data)
+    X, names = _data_for_fit(args.data)
+    n_samples, n_features = (
+        (X.n_samples, X.n_features) if isinstance(X, Chunks) else X.shape
+    )
     progress = _progress(args, n_init=args.n_init)
+    if isinstance(X, Chunks):
+        progress.source = X
+    if progress.enabled and type(X) is not np.ndarray:
+        how = (
+            f"{X.n_chunks} chunks, read once per pass"
+            if isinstance(X, Chunks)
+            else "memory-mapped"
+        )
+        _message(args, f"fitting {n_samples} rows x {n_features} ({how})")
     model = GaussianMixture(
         args.n_components,
         covariance_type=args.covariance_type,
@@ -300,7 +421,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     columns = [
         "component",
         "weight",
-        *(f"mean_{c}" for c in _feature_columns(names, X.shape[1])),
+        *(f"mean_{c}" for c in _feature_columns(names, n_features)),
     ]
     rows = [[k, model.weights_[k], *model.means_[k]] for k in range(model.n_components)]
     _write_table(columns, rows, args.json)
@@ -309,7 +430,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         args,
         f"saved {args.output}: {model.n_components} components, "
         f"{model.covariance_type}, {state} after {model.n_iter_} iterations, "
-        f"BIC {model.bic(X):.3f}",
+        f"BIC {_bic(model, X):.3f}",
     )
     return 0
 
@@ -608,6 +729,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--tol", type=float, default=1e-3, help="convergence threshold (default 1e-3)"
+    )
+    fit.add_argument(
+        "--progress",
+        action="store_true",
+        help="report every pass over the data on standard error, one line "
+        "each, even when it is not a terminal",
     )
     _fit_options(fit)
     _common(fit)
