@@ -526,3 +526,13 @@ def test_partial_fit_checks_its_chunks():
     )
     float32.partial_fit(_known_mixture(100, rng))
     assert float32.means_.dtype == np.float32
+
+
+def test_magnitude_reads_blocks_and_keeps_nan():
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(200_001, 2))
+    X[123_456, 1] = -40.0
+    assert ArraySource(X, None).magnitude() == 40.0
+    X[150_000, 0] = np.nan
+    assert np.isnan(ArraySource(X, None).magnitude())
+    assert ArraySource(X[:0], None).magnitude() == 0.0

@@ -58,6 +58,10 @@ __all__ = [
 ]
 
 
+# Rows per block when ArraySource.magnitude reads both extremes at once.
+_MAGNITUDE_ROWS = 2**16
+
+
 def _offset(rows: slice, offset: int) -> slice:
     return slice(rows.start + offset, rows.stop + offset)
 
@@ -250,6 +254,17 @@ class ArraySource(RowSource):
 
     def host_weights(self) -> Array | None:
         return self.sample_weight
+
+    def magnitude(self) -> float:
+        # Both extremes of each block while it is in cache: one pass over a
+        # memory-mapped X, not two.
+        if self.X.size == 0:
+            return 0.0
+        extremes = []
+        for start in range(0, self.n_samples, _MAGNITUDE_ROWS):
+            block = self.X[start : start + _MAGNITUDE_ROWS]
+            extremes += [float(np.max(block)), -float(np.min(block))]
+        return float(np.max(extremes))  # NaN if any value is NaN
 
     def scaled(self, scale: float) -> ArraySource:
         if scale == 1.0:
