@@ -136,6 +136,13 @@ def test_float32_and_integer_data(client, data):
     assert_same_fit(ours, reference)
 
 
+def test_data_far_beyond_float_range_is_rescaled_the_same_way(client, data):
+    X = data * 2.0**80  # squares overflow without the power-of-two rescaling
+    reference = GaussianMixture(3, random_state=0).fit(X)
+    ours = GaussianMixture(3, random_state=0).fit(da.from_array(X, chunks=CHUNKS))
+    assert_same_fit(ours, reference)
+
+
 def test_rows_in_chunks_of_unknown_size(scheduler, data):
     dX = da.from_array(data, chunks=CHUNKS)
     threshold = np.median(data[:, 0])

@@ -34,8 +34,10 @@ Examples
 >>> bool(np.allclose(gm.means_, GaussianMixture(2, random_state=0).fit(X).means_))
 True
 >>> labels = gm.predict(dX)         # a Dask array: nothing is computed yet
->>> labels.compute()[:3]
-array([0, 0, 0])
+>>> type(labels).__name__
+'Array'
+>>> labels.compute()[[0, -1]]        # the first and the last row's component
+array([1, 0])
 """
 
 from __future__ import annotations
@@ -183,8 +185,9 @@ class DaskSource(RowSource):
     Parameters
     ----------
     X : dask.array.Array of shape (n_samples, n_features)
-        float32 or float64, one chunk across all the columns, known chunk
-        sizes (as :func:`fit_source` and :func:`prediction_source` make it).
+        float32 or float64, one chunk across all the columns (as
+        :func:`fit_source` and :func:`prediction_source` make it). Row
+        chunks of unknown size are allowed for predictions only.
     sample_weight : dask.array.Array of shape (n_samples,) or None
         Checked weights in X's dtype, chunked as X's rows.
     """
