@@ -98,6 +98,19 @@ def test_other_initialisations_match_in_memory(client, data, init_params):
     assert_same_fit(ours, reference)
 
 
+def test_responsibilities_too_large_to_travel_go_block_by_block(
+    client, data, monkeypatch
+):
+    """Over the size limit, each block is sent only its own rows' values."""
+    import gaussmix.distributed
+
+    monkeypatch.setattr(gaussmix.distributed, "_CLOSURE_BYTES", 0)
+    params = dict(init_params="random", random_state=5)
+    reference = GaussianMixture(3, **params).fit(data)
+    ours = GaussianMixture(3, **params).fit(da.from_array(data, chunks=CHUNKS))
+    assert_same_fit(ours, reference)
+
+
 def test_kmeans_on_a_sample_of_a_large_array(client):
     """Beyond 65,536 rows k-means runs on a sample: the same rows as in memory."""
     X, _ = make_elliptical_blobs(70_000, 3, 2, random_state=2)
