@@ -33,6 +33,7 @@ lint: $(VENV)/.installed
 # Side-by-side timings against scikit-learn (minutes; not part of the tests).
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_em.py
+	$(BIN)/python benchmarks/bench_torch.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
