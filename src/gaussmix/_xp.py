@@ -9,11 +9,11 @@ the way out, and the rows the initialisation's k-means runs on. The M-step
 stays on the host in float64, so a fit gives the NumPy engine's answer.
 
 The E-step is the expanded one of :mod:`gaussmix._em`: a chunk of rows
-becomes quadratic features ``phi`` (n x F) about a centre ``c``, one
-product ``phi @ W^T`` gives every weighted log-density and one product
-``resp^T @ phi`` every statistic. Where the NumPy engine would refuse the
+becomes quadratic features ``phi`` (F x n) about a centre ``c``, one
+product ``W @ phi`` gives every weighted log-density and one product
+``resp @ phi^T`` every statistic. Where the NumPy engine would refuse the
 expansion (components far apart relative to their widths) each component's
-terms are taken about its own mean instead (features K x n x F, batched
+terms are taken about its own mean instead (features K x F x n, batched
 products), which loses no digits; hard labels use the same trick with one
 centre per row. Rows are processed in chunks sized for the device, and the
 statistics are accumulated in float64.
@@ -40,7 +40,7 @@ __all__ = ["XpSource", "fit_source", "prediction_source"]
 # Bytes of the largest temporary of one chunk: on the host, enough to
 # amortise the per-call overhead while staying near the caches; on an
 # accelerator, large enough to keep it busy, small beside its memory.
-_HOST_BYTES = 2**24
+_HOST_BYTES = 2**22
 _DEVICE_BYTES = 2**28
 _MIN_ROWS = 256
 
@@ -99,69 +99,76 @@ def _frame(
 
 
 def _features(xp: Any, z: Array, pairs: Pairs) -> Array:
-    """``phi`` (... x n x F): the quadratic terms of ``z``, ``z`` and 1."""
-    axis = z.ndim - 1
+    """``phi`` (... x F x n): the quadratic terms of ``z`` (... x D x n), ``z``, 1.
+
+    Features are rows, as in the NumPy engine: gathering whole rows and the
+    products with a long inner dimension are the fast ones.
+    """
+    axis = z.ndim - 2
     first, second = pairs
     quadratic = xp.take(z, first, axis=axis) * xp.take(z, second, axis=axis)
-    ones = xp.ones((*z.shape[:-1], 1), dtype=z.dtype, device=device_of(z))
+    shape = (*z.shape[:-2], 1, z.shape[-1])
+    ones = xp.ones(shape, dtype=z.dtype, device=device_of(z))
     return xp.concat([quadratic, z, ones], axis=axis)
 
 
-def _per_component(xp: Any, X: Array, centres: Array) -> Array:
-    """``x - centre_k`` for every component: K x n x D."""
-    return xp.expand_dims(X, axis=0) - xp.expand_dims(centres, axis=1)
+def _centred(xp: Any, X: Array, centres: Array) -> Array:
+    """``(x - c)^T``: D x n for one centre (D), K x D x n for K centres (K x D)."""
+    rows_last = xp.matrix_transpose(X)
+    if centres.ndim == 1:
+        return rows_last - xp.expand_dims(centres, axis=1)
+    return xp.expand_dims(rows_last, axis=0) - xp.expand_dims(centres, axis=2)
 
 
 def _log_prob(xp: Any, X: Array, frame: _Frame, pairs: Pairs) -> tuple[Array, Array]:
-    """Features (n x F, or K x n x F) and weighted log-densities (n x K)."""
-    if frame.centres.ndim == 1:
-        phi = _features(xp, X - frame.centres, pairs)
-        return phi, phi @ xp.matrix_transpose(frame.weights)
-    phi = _features(xp, _per_component(xp, X, frame.centres), pairs)
-    log_prob = (phi @ xp.expand_dims(frame.weights, axis=2))[..., 0]
-    return phi, xp.matrix_transpose(log_prob)
+    """Features (F x n, or K x F x n) and weighted log-densities (K x n)."""
+    phi = _features(xp, _centred(xp, X, frame.centres), pairs)
+    if phi.ndim == 2:
+        return phi, frame.weights @ phi
+    return phi, (xp.expand_dims(frame.weights, axis=1) @ phi)[:, 0, :]
 
 
 def _sums(xp: Any, phi: Array, resp: Array) -> Array:
-    """``sum_n resp_nk phi_k(x_n)``: K x F, float64."""
-    resp_t = xp.matrix_transpose(resp)
+    """``sum_n resp_kn phi_k(x_n)`` for responsibilities K x n: K x F, float64."""
     if phi.ndim == 2:
-        sums = resp_t @ phi
+        sums = resp @ xp.matrix_transpose(phi)
     else:
-        sums = (xp.expand_dims(resp_t, axis=1) @ phi)[:, 0, :]
+        sums = (phi @ xp.expand_dims(resp, axis=2))[..., 0]
     return xp.astype(sums, xp.float64)
 
 
 def _responsibilities(xp: Any, log_prob: Array, floor: float) -> tuple[Array, Array]:
-    """Responsibilities (n x K) and ``log p(x)`` (n), as the NumPy E-step.
+    """Responsibilities (K x n) and ``log p(x)`` (n), as the NumPy E-step.
 
     The exponent's argument is clamped at ``floor``, as in
     :func:`gaussmix._em._normalise`.
     """
-    top = xp.max(log_prob, axis=1, keepdims=True)
+    top = xp.max(log_prob, axis=0, keepdims=True)
     resp = xp.exp(xp.clip(log_prob - top, min=floor))
-    total = xp.sum(resp, axis=1, keepdims=True)
-    return resp / total, (xp.log(total) + top)[:, 0]
+    total = xp.sum(resp, axis=0, keepdims=True)
+    return resp / total, (xp.log(total) + top)[0, :]
 
 
 def _log_normaliser(xp: Any, log_prob: Array) -> Array:
-    """``log sum_k exp(log_prob)`` per row, safe for rows of -inf."""
-    top = xp.max(log_prob, axis=1, keepdims=True)
+    """``log sum_k exp(log_prob)`` per row (log_prob K x n), safe for -inf."""
+    top = xp.max(log_prob, axis=0, keepdims=True)
     top = xp.where(xp.isfinite(top), top, xp.zeros_like(top))
-    total = xp.sum(xp.exp(log_prob - top), axis=1, keepdims=True)
-    return (xp.log(total) + top)[:, 0]
+    total = xp.sum(xp.exp(log_prob - top), axis=0, keepdims=True)
+    return (xp.log(total) + top)[0, :]
 
 
 def _nearest(xp: Any, X: Array, centres: Array) -> Array:
     """Index of the nearest centre for every row (exact differences)."""
-    diffs = _per_component(xp, X, centres)
-    return xp.argmin(xp.sum(diffs * diffs, axis=2), axis=0)
+    diffs = _centred(xp, X, centres)
+    return xp.argmin(xp.sum(diffs * diffs, axis=1), axis=0)
 
 
 def _one_hot(xp: Any, labels: Array, n_components: int, dtype: Any) -> Array:
-    """n x K indicator of ``labels`` (a label of -1 gives a row of zeros)."""
+    """K x n indicator of ``labels`` (a label of -1 gives a column of zeros)."""
     ks = xp.arange(n_components, device=device_of(labels))
-    return xp.astype(xp.expand_dims(labels, axis=1) == ks, dtype)
+    return xp.astype(
+        xp.expand_dims(labels, axis=0) == xp.expand_dims(ks, axis=1), dtype
+    )
 
 
 def _statistics(
@@ -315,7 +322,7 @@ class XpSource(RowSource):
                 chunk_loglik = xp.sum(log_norm, dtype=xp.float64)
                 candidates = log_norm
             else:
-                resp = resp * xp.expand_dims(w, axis=1)
+                resp = resp * w
                 chunk_loglik = xp.sum(
                     xp.astype(w, xp.float64) * xp.astype(log_norm, xp.float64)
                 )
@@ -347,10 +354,10 @@ class XpSource(RowSource):
         pairs = self._pairs(strategy)
 
         def chunk_sums(rows: slice, X: Array, w: Array | None) -> Array:
-            resp = self._to_device(resp_of_rows(rows).astype(self.dtype))
+            resp = self._to_device(resp_of_rows(rows).T.astype(self.dtype))
             if w is not None:
-                resp = resp * xp.expand_dims(w, axis=1)
-            return _sums(xp, _features(xp, _per_component(xp, X, centres), pairs), resp)
+                resp = resp * w
+            return _sums(xp, _features(xp, _centred(xp, X, centres), pairs), resp)
 
         sums = self._sum_over_chunks(
             self._values_per_row(strategy, shift.shape[0]), chunk_sums
@@ -393,9 +400,9 @@ class XpSource(RowSource):
             labels = labels_of(rows, X, centres)
             resp = _one_hot(xp, labels, n_components, X.dtype)
             if w is not None:
-                resp = resp * xp.expand_dims(w, axis=1)
+                resp = resp * w
             own = xp.take(centres, xp.where(labels < 0, 0, labels), axis=0)
-            return _sums(xp, _features(xp, X - own, pairs), resp)
+            return _sums(xp, _features(xp, xp.matrix_transpose(X - own), pairs), resp)
 
         values_per_row = max(
             self._values_per_row(strategy, 1), n_components * self.n_features
@@ -412,7 +419,7 @@ class XpSource(RowSource):
         strategy: CovarianceStrategy,
         result: Callable[[Array], Array],
     ) -> Array:
-        """``result(weighted log-densities)`` of every chunk, concatenated."""
+        """``result(weighted log-densities, K x n)`` of every chunk, concatenated."""
         xp = self.xp
         frame = _frame(xp, self.device, self.dtype, params, strategy, exact=False)
         pairs = self._pairs(strategy)
@@ -421,11 +428,11 @@ class XpSource(RowSource):
             result(_log_prob(xp, self._rows(rows)[0], frame, pairs)[1])
             for rows in self._chunks(self._values_per_row(strategy, n_centres))
         ]
-        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+        return xp.concat(parts, axis=0)
 
     def labels(self, params: Params, strategy: CovarianceStrategy) -> Array:
         return self._map_chunks(
-            params, strategy, lambda log_prob: self.xp.argmax(log_prob, axis=1)
+            params, strategy, lambda log_prob: self.xp.argmax(log_prob, axis=0)
         )
 
     def proba(self, params: Params, strategy: CovarianceStrategy) -> Array:
@@ -433,7 +440,7 @@ class XpSource(RowSource):
 
         def proba(log_prob: Array) -> Array:
             log_norm = _log_normaliser(xp, log_prob)
-            return xp.exp(log_prob - xp.expand_dims(log_norm, axis=1))
+            return xp.matrix_transpose(xp.exp(log_prob - log_norm))
 
         return self._map_chunks(params, strategy, proba)
 
