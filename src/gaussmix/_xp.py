@@ -22,8 +22,9 @@ statistics are accumulated in float64.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import array_api_compat
 import numpy as np
@@ -32,6 +33,7 @@ from array_api_compat import device as device_of
 
 from ._covariance import CovarianceStrategy
 from ._em import Params, _expansion, _min_log_resp
+from ._parallel import reduce_chunks
 from ._source import RespOfRows, RowSource, check_sample_weight
 from ._stats import SufficientStatistics
 
@@ -45,6 +47,7 @@ _DEVICE_BYTES = 2**28
 _MIN_ROWS = 256
 
 Array = Any  # an array of the input's namespace
+T = TypeVar("T")
 Pairs = tuple[Array, Array]
 
 
@@ -194,11 +197,24 @@ def _statistics(
     )
 
 
-class _Worst(NamedTuple):
-    """The smallest ``log p`` of a chunk and its row (device scalars)."""
+class _Partial(NamedTuple):
+    """What an E-step keeps of a chunk, on the device."""
 
-    value: Array
-    row: Array
+    sums: Array  # K x F, float64
+    loglik: Array  # sum_n w_n log p(x_n), float64
+    worst: Array  # the smallest log p(x_n) among rows of positive weight
+    worst_row: Array  # its row
+
+    def add(self, later: _Partial) -> _Partial:
+        """The two chunks together (``later`` follows ``self``: ties keep ``self``)."""
+        xp = array_namespace(self.sums)
+        better = later.worst < self.worst
+        return _Partial(
+            self.sums + later.sums,
+            self.loglik + later.loglik,
+            xp.where(better, later.worst, self.worst),
+            xp.where(better, later.worst_row, self.worst_row),
+        )
 
 
 # ------------------------------------------------------------------ the source
@@ -227,7 +243,8 @@ class XpSource(RowSource):
             if sample_weight is None
             else self.xp.asarray(sample_weight, device=self.device)
         )
-        self.budget = _HOST_BYTES if str(self.device) == "cpu" else _DEVICE_BYTES
+        self.on_host = str(self.device) == "cpu"
+        self.budget = _HOST_BYTES if self.on_host else _DEVICE_BYTES
 
     # ------------------------------------------------------------- helpers
     def _chunks(self, values_per_row: int) -> Iterator[slice]:
@@ -260,18 +277,33 @@ class XpSource(RowSource):
     def _to_device(self, a: np.ndarray) -> Array:
         return self.xp.asarray(a, device=self.device)
 
+    def _reduce(
+        self,
+        values_per_row: int,
+        chunk: Callable[[slice, Array, Array | None], T],
+        add: Callable[[T, T], T],
+    ) -> T:
+        """``chunk(rows, X_rows, w_rows)`` for every chunk, added in row order.
+
+        On the host the chunks are shared out among threads, as the NumPy
+        engine does (array libraries release the GIL in their kernels); on
+        an accelerator one thread queues them all.
+        """
+        return reduce_chunks(
+            lambda: None,
+            lambda _, rows: chunk(rows, *self._rows(rows)),
+            list(self._chunks(values_per_row)),
+            add,
+            n_workers=None if self.on_host else 1,
+        )
+
     def _sum_over_chunks(
         self,
         values_per_row: int,
         chunk_sums: Callable[[slice, Array, Array | None], Array],
     ) -> np.ndarray:
         """``sum of chunk_sums(rows, X_rows, w_rows)`` over the chunks, on the host."""
-        total = None
-        for rows in self._chunks(values_per_row):
-            X, w = self._rows(rows)
-            part = chunk_sums(rows, X, w)
-            total = part if total is None else total + part
-        return to_numpy(total)
+        return to_numpy(self._reduce(values_per_row, chunk_sums, operator.add))
 
     # ------------------------------------------------------------ RowSource
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -311,37 +343,38 @@ class XpSource(RowSource):
         pairs = self._pairs(strategy)
         floor = _min_log_resp(self.dtype)
         n_centres = 1 if frame.centres.ndim == 1 else params.means.shape[0]
-        total: Array = None
-        loglik: Array = None
-        worst: list[_Worst] = []
-        for rows in self._chunks(self._values_per_row(strategy, n_centres)):
-            X, w = self._rows(rows)
+
+        def chunk(rows: slice, X: Array, w: Array | None) -> _Partial:
             phi, log_prob = _log_prob(xp, X, frame, pairs)
             resp, log_norm = _responsibilities(xp, log_prob, floor)
             if w is None:
-                chunk_loglik = xp.sum(log_norm, dtype=xp.float64)
+                loglik = xp.sum(log_norm, dtype=xp.float64)
                 candidates = log_norm
             else:
                 resp = resp * w
-                chunk_loglik = xp.sum(
+                loglik = xp.sum(
                     xp.astype(w, xp.float64) * xp.astype(log_norm, xp.float64)
                 )
                 candidates = xp.where(w > 0, log_norm, xp.full_like(log_norm, math.inf))
-            sums = _sums(xp, phi, resp)
-            total = sums if total is None else total + sums
-            loglik = chunk_loglik if loglik is None else loglik + chunk_loglik
-            worst.append(_Worst(xp.min(candidates), xp.argmin(candidates) + rows.start))
-        values = to_numpy(xp.stack([w.value for w in worst]))
-        chunk = int(np.argmin(values))
-        worst_row = int(to_numpy(worst[chunk].row))
+            return _Partial(
+                _sums(xp, phi, resp),
+                loglik,
+                xp.min(candidates),
+                xp.argmin(candidates) + rows.start,
+            )
+
+        total = self._reduce(
+            self._values_per_row(strategy, n_centres), chunk, _Partial.add
+        )
+        worst_row = int(to_numpy(total.worst_row))
         sample = self.take(np.array([worst_row]))[0][0].astype(np.float64)
         return _statistics(
-            to_numpy(total),
+            to_numpy(total.sums),
             frame.shift,
             strategy,
             self.weight_sum(),
-            loglik_sum=float(to_numpy(loglik)),
-            worst_loglik=float(values[chunk]),
+            loglik_sum=float(to_numpy(total.loglik)),
+            worst_loglik=float(to_numpy(total.worst)),
             worst_sample=sample,
         )
 
