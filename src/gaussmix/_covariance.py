@@ -194,6 +194,14 @@ class CovarianceStrategy:
         """
         raise NotImplementedError
 
+    def quadratic_pairs(self, n_features: int) -> tuple[Array, Array]:
+        """Feature indices ``(i, j)`` of the quadratic rows: row ``q`` is ``z_i z_j``.
+
+        The same rows, in the same order, as :meth:`expand` writes; for
+        building ``phi`` with an array library that has no ``out=``.
+        """
+        raise NotImplementedError
+
     def expanded_weights(
         self,
         log_weights: Array,
@@ -201,7 +209,11 @@ class CovarianceStrategy:
         prec_chol: Array,
         centre: Array,
     ) -> Array:
-        """``W`` (K x F) with ``W @ phi(x - centre)`` the weighted log-densities."""
+        """``W`` (K x F) with ``W @ phi(x - centre)`` the weighted log-densities.
+
+        ``centre`` has shape D, or K x D for a centre per component (row
+        ``k`` of ``W`` is then for the features ``phi(x - centre[k])``).
+        """
         raise NotImplementedError
 
     def from_expanded(self, sums: Array, n_features: int) -> tuple[Array, Array, Array]:
@@ -277,6 +289,10 @@ class _DenseMixin:
             np.multiply(z[i], z[i:], out=phi[row : row + n_features - i])
             row += n_features - i
 
+    def quadratic_pairs(self, n_features: int) -> tuple[Array, Array]:
+        first, second = np.triu_indices(n_features)
+        return first, second
+
     def _expanded_from_factors(
         self, log_weights: Array, means: Array, factors: Array, centre: Array
     ) -> Array:
@@ -347,6 +363,10 @@ class _VectorMixin:
     def expand(self, phi: Array, n_features: int) -> None:
         z = phi[n_features : 2 * n_features]
         np.multiply(z, z, out=phi[:n_features])
+
+    def quadratic_pairs(self, n_features: int) -> tuple[Array, Array]:
+        diagonal = np.arange(n_features)
+        return diagonal, diagonal
 
     def _scatter_from_quadratic(self, quadratic_sums: Array) -> Array:
         return quadratic_sums.copy()

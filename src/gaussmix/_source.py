@@ -332,7 +332,7 @@ def column_variances(source: RowSource) -> Array:
 _BACKENDS = {
     "dask": ("gaussmix.distributed", "dask"),
     "torch": ("gaussmix._xp", "torch"),
-    "cupy": ("gaussmix._xp", "torch"),
+    "cupy": ("gaussmix._xp", "cupy"),
 }
 
 

@@ -1,0 +1,580 @@
+"""Arrays of the array API standard (PyTorch on CPU or CUDA, CuPy): EM where they live.
+
+:class:`XpSource` holds the rows in the input's own namespace and device
+and answers every question of the fit there, through the array API
+standard (``array-api-compat``), so one implementation serves every such
+library. Only small things cross to the host: the expanded weights ``W``
+(K x F) on the way in, the statistics (K x F, float64) and a few scalars on
+the way out, and the rows the initialisation's k-means runs on. The M-step
+stays on the host in float64, so a fit gives the NumPy engine's answer.
+
+The E-step is the expanded one of :mod:`gaussmix._em`: a chunk of rows
+becomes quadratic features ``phi`` (F x n) about a centre ``c``, one
+product ``W @ phi`` gives every weighted log-density and one product
+``resp @ phi^T`` every statistic. Where the NumPy engine would refuse the
+expansion (components far apart relative to their widths) each component's
+terms are taken about its own mean instead (features K x F x n, batched
+products), which loses no digits; hard labels use the same trick with one
+centre per row. Rows are processed in chunks sized for the device, and the
+statistics are accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, TypeVar
+
+import array_api_compat
+import numpy as np
+from array_api_compat import array_namespace, to_device
+from array_api_compat import device as device_of
+
+from ._covariance import CovarianceStrategy
+from ._em import Params, _expansion, _min_log_resp
+from ._parallel import reduce_chunks
+from ._source import RespOfRows, RowSource, check_sample_weight
+from ._stats import SufficientStatistics
+
+__all__ = ["XpSource", "fit_source", "prediction_source"]
+
+# Bytes of the largest temporary of one chunk: on the host, enough to
+# amortise the per-call overhead while staying near the caches; on an
+# accelerator, large enough to keep it busy, small beside its memory.
+_HOST_BYTES = 2**22
+_DEVICE_BYTES = 2**28
+_MIN_ROWS = 256
+
+Array = Any  # an array of the input's namespace
+T = TypeVar("T")
+Pairs = tuple[Array, Array]
+
+
+# ------------------------------------------------------------- host <-> device
+def to_numpy(a: Array) -> np.ndarray:
+    """A copy (or view) of ``a`` on the host, as a NumPy array."""
+    return np.asarray(to_device(a, "cpu"))
+
+
+def _host_dtype(xp: Any, dtype: Any) -> np.dtype:
+    return np.dtype(np.float32 if dtype == xp.float32 else np.float64)
+
+
+# ------------------------------------------------------------------ kernels
+class _Frame(NamedTuple):
+    """What an E-step needs on the device: ``W`` and where features are centred."""
+
+    weights: Array  # K x F, the data's dtype
+    centres: Array  # D (one centre) or K x D (one per component)
+    shift: np.ndarray  # K x D, float64: the centre of each component's sums
+
+
+def _frame(
+    xp: Any,
+    device: Any,
+    dtype: np.dtype,
+    params: Params,
+    strategy: CovarianceStrategy,
+    exact: bool,
+) -> _Frame:
+    """The expanded form about the mixture's mean, else about each mean."""
+    n_components = params.means.shape[0]
+    expansion = None if exact else _expansion(dtype, params, strategy)
+    if expansion is not None:
+        return _Frame(
+            xp.asarray(expansion.weights, device=device),
+            xp.asarray(expansion.centre, device=device),
+            np.repeat(expansion.centre64[None, :], n_components, axis=0),
+        )
+    centres = params.means.astype(dtype)
+    shift = centres.astype(np.float64)
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(params.weights)
+    weights = strategy.expanded_weights(
+        log_weights, params.means, params.precisions_cholesky, shift
+    )
+    return _Frame(
+        xp.asarray(weights.astype(dtype), device=device),
+        xp.asarray(centres, device=device),
+        shift,
+    )
+
+
+def _features(xp: Any, z: Array, pairs: Pairs) -> Array:
+    """``phi`` (... x F x n): the quadratic terms of ``z`` (... x D x n), ``z``, 1.
+
+    Features are rows, as in the NumPy engine: gathering whole rows and the
+    products with a long inner dimension are the fast ones.
+    """
+    axis = z.ndim - 2
+    first, second = pairs
+    quadratic = xp.take(z, first, axis=axis) * xp.take(z, second, axis=axis)
+    shape = (*z.shape[:-2], 1, z.shape[-1])
+    ones = xp.ones(shape, dtype=z.dtype, device=device_of(z))
+    return xp.concat([quadratic, z, ones], axis=axis)
+
+
+def _centred(xp: Any, X: Array, centres: Array) -> Array:
+    """``(x - c)^T``: D x n for one centre (D), K x D x n for K centres (K x D)."""
+    rows_last = xp.matrix_transpose(X)
+    if centres.ndim == 1:
+        return rows_last - xp.expand_dims(centres, axis=1)
+    return xp.expand_dims(rows_last, axis=0) - xp.expand_dims(centres, axis=2)
+
+
+def _log_prob(xp: Any, X: Array, frame: _Frame, pairs: Pairs) -> tuple[Array, Array]:
+    """Features (F x n, or K x F x n) and weighted log-densities (K x n)."""
+    phi = _features(xp, _centred(xp, X, frame.centres), pairs)
+    if phi.ndim == 2:
+        return phi, frame.weights @ phi
+    return phi, (xp.expand_dims(frame.weights, axis=1) @ phi)[:, 0, :]
+
+
+def _sums(xp: Any, phi: Array, resp: Array) -> Array:
+    """``sum_n resp_kn phi_k(x_n)`` for responsibilities K x n: K x F, float64."""
+    if phi.ndim == 2:
+        sums = resp @ xp.matrix_transpose(phi)
+    else:
+        sums = (phi @ xp.expand_dims(resp, axis=2))[..., 0]
+    return xp.astype(sums, xp.float64)
+
+
+def _responsibilities(xp: Any, log_prob: Array, floor: float) -> tuple[Array, Array]:
+    """Responsibilities (K x n) and ``log p(x)`` (n), as the NumPy E-step.
+
+    The exponent's argument is clamped at ``floor``, as in
+    :func:`gaussmix._em._normalise`.
+    """
+    top = xp.max(log_prob, axis=0, keepdims=True)
+    resp = xp.exp(xp.clip(log_prob - top, min=floor))
+    total = xp.sum(resp, axis=0, keepdims=True)
+    return resp / total, (xp.log(total) + top)[0, :]
+
+
+def _log_normaliser(xp: Any, log_prob: Array) -> Array:
+    """``log sum_k exp(log_prob)`` per row (log_prob K x n), safe for -inf."""
+    top = xp.max(log_prob, axis=0, keepdims=True)
+    top = xp.where(xp.isfinite(top), top, xp.zeros_like(top))
+    total = xp.sum(xp.exp(log_prob - top), axis=0, keepdims=True)
+    return (xp.log(total) + top)[0, :]
+
+
+def _nearest(xp: Any, X: Array, centres: Array) -> Array:
+    """Index of the nearest centre for every row (exact differences)."""
+    diffs = _centred(xp, X, centres)
+    return xp.argmin(xp.sum(diffs * diffs, axis=1), axis=0)
+
+
+def _one_hot(xp: Any, labels: Array, n_components: int, dtype: Any) -> Array:
+    """K x n indicator of ``labels`` (a label of -1 gives a column of zeros)."""
+    ks = xp.arange(n_components, device=device_of(labels))
+    return xp.astype(
+        xp.expand_dims(labels, axis=0) == xp.expand_dims(ks, axis=1), dtype
+    )
+
+
+def _statistics(
+    sums: np.ndarray,
+    shift: np.ndarray,
+    strategy: CovarianceStrategy,
+    weight_sum: float,
+    loglik_sum: float = 0.0,
+    worst_loglik: float = math.inf,
+    worst_sample: np.ndarray | None = None,
+) -> SufficientStatistics:
+    """Statistics from ``sums`` (K x F, each row about its ``shift``)."""
+    resp_sum, diff_sum, scatter = strategy.from_expanded(sums, shift.shape[1])
+    return SufficientStatistics(
+        shift=shift,
+        resp_sum=resp_sum,
+        diff_sum=diff_sum,
+        scatter=scatter,
+        weight_sum=weight_sum,
+        loglik_sum=loglik_sum,
+        worst_loglik=worst_loglik,
+        worst_sample=worst_sample,
+    )
+
+
+class _Partial(NamedTuple):
+    """What an E-step keeps of a chunk, on the device."""
+
+    sums: Array  # K x F, float64
+    loglik: Array  # sum_n w_n log p(x_n), float64
+    worst: Array  # the smallest log p(x_n) among rows of positive weight
+    worst_row: Array  # its row
+
+    def add(self, later: _Partial) -> _Partial:
+        """The two chunks together (``later`` follows ``self``: ties keep ``self``)."""
+        xp = array_namespace(self.sums)
+        better = later.worst < self.worst
+        return _Partial(
+            self.sums + later.sums,
+            self.loglik + later.loglik,
+            xp.where(better, later.worst, self.worst),
+            xp.where(better, later.worst_row, self.worst_row),
+        )
+
+
+# ------------------------------------------------------------------ the source
+class XpSource(RowSource):
+    """Rows in an array of the array API standard, on its own device.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+        float32 or float64, in any namespace array-api-compat knows.
+    sample_weight : ndarray of shape (n_samples,) or None
+        Checked weights on the host, in X's dtype; they are copied to X's
+        device.
+    """
+
+    def __init__(self, X: Array, sample_weight: np.ndarray | None) -> None:
+        self.xp = array_namespace(X)
+        self.X = X
+        self.device = device_of(X)
+        self.n_samples, self.n_features = (int(n) for n in X.shape)
+        self.dtype = _host_dtype(self.xp, X.dtype)
+        self.weighted = sample_weight is not None
+        self.sample_weight = sample_weight
+        self.device_weights = (
+            None
+            if sample_weight is None
+            else self.xp.asarray(sample_weight, device=self.device)
+        )
+        self.on_host = str(self.device) == "cpu"
+        self.budget = _HOST_BYTES if self.on_host else _DEVICE_BYTES
+
+    # ------------------------------------------------------------- helpers
+    def _chunks(self, values_per_row: int) -> Iterator[slice]:
+        """Row chunks whose largest temporary holds ``values_per_row`` per row."""
+        size = self.budget // (values_per_row * self.dtype.itemsize)
+        size = max(_MIN_ROWS, size)
+        for start in range(0, self.n_samples, size):
+            yield slice(start, min(start + size, self.n_samples))
+
+    def _rows(self, rows: slice) -> tuple[Array, Array | None]:
+        X = self.X[rows.start : rows.stop, :]
+        if self.device_weights is None:
+            return X, None
+        return X, self.device_weights[rows.start : rows.stop]
+
+    def _pairs(self, strategy: CovarianceStrategy) -> Pairs:
+        first, second = strategy.quadratic_pairs(self.n_features)
+        return (
+            self.xp.asarray(first.astype(np.int64), device=self.device),
+            self.xp.asarray(second.astype(np.int64), device=self.device),
+        )
+
+    def _n_expanded(self, strategy: CovarianceStrategy) -> int:
+        return strategy.n_quadratic(self.n_features) + self.n_features + 1
+
+    def _values_per_row(self, strategy: CovarianceStrategy, n_centres: int) -> int:
+        """Largest temporary per row: features (and their parts) per centre."""
+        return n_centres * (2 * self._n_expanded(strategy))
+
+    def _to_device(self, a: np.ndarray) -> Array:
+        return self.xp.asarray(a, device=self.device)
+
+    def _reduce(
+        self,
+        values_per_row: int,
+        chunk: Callable[[slice, Array, Array | None], T],
+        add: Callable[[T, T], T],
+    ) -> T:
+        """``chunk(rows, X_rows, w_rows)`` for every chunk, added in row order.
+
+        On the host the chunks are shared out among threads, as the NumPy
+        engine does (array libraries release the GIL in their kernels); on
+        an accelerator one thread queues them all.
+        """
+        return reduce_chunks(
+            lambda: None,
+            lambda _, rows: chunk(rows, *self._rows(rows)),
+            list(self._chunks(values_per_row)),
+            add,
+            n_workers=None if self.on_host else 1,
+        )
+
+    def _sum_over_chunks(
+        self,
+        values_per_row: int,
+        chunk_sums: Callable[[slice, Array, Array | None], Array],
+    ) -> np.ndarray:
+        """``sum of chunk_sums(rows, X_rows, w_rows)`` over the chunks, on the host."""
+        return to_numpy(self._reduce(values_per_row, chunk_sums, operator.add))
+
+    # ------------------------------------------------------------ RowSource
+    def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        index = self._to_device(np.asarray(rows, dtype=np.int64))
+        picked = to_numpy(self.xp.take(self.X, index, axis=0))
+        weights = None if self.sample_weight is None else self.sample_weight[rows]
+        return picked, weights
+
+    def host_weights(self) -> np.ndarray | None:
+        if self.sample_weight is None:
+            return None
+        return self.sample_weight.astype(np.float64)
+
+    def weight_sum(self) -> float:
+        if self.sample_weight is None:
+            return float(self.n_samples)
+        return float(np.sum(self.sample_weight, dtype=np.float64))
+
+    def n_effective(self) -> int:
+        if self.sample_weight is None:
+            return self.n_samples
+        return int(np.count_nonzero(self.sample_weight))
+
+    def magnitude(self) -> float:
+        return check_finite(self.xp, self.X)
+
+    def scaled(self, scale: float) -> XpSource:
+        if scale == 1.0:
+            return self
+        return XpSource(self.X * scale, self.sample_weight)
+
+    def e_step(
+        self, params: Params, strategy: CovarianceStrategy, exact: bool = False
+    ) -> SufficientStatistics:
+        xp = self.xp
+        frame = _frame(xp, self.device, self.dtype, params, strategy, exact)
+        pairs = self._pairs(strategy)
+        floor = _min_log_resp(self.dtype)
+        n_centres = 1 if frame.centres.ndim == 1 else params.means.shape[0]
+
+        def chunk(rows: slice, X: Array, w: Array | None) -> _Partial:
+            phi, log_prob = _log_prob(xp, X, frame, pairs)
+            resp, log_norm = _responsibilities(xp, log_prob, floor)
+            if w is None:
+                loglik = xp.sum(log_norm, dtype=xp.float64)
+                candidates = log_norm
+            else:
+                resp = resp * w
+                loglik = xp.sum(
+                    xp.astype(w, xp.float64) * xp.astype(log_norm, xp.float64)
+                )
+                candidates = xp.where(w > 0, log_norm, xp.full_like(log_norm, math.inf))
+            return _Partial(
+                _sums(xp, phi, resp),
+                loglik,
+                xp.min(candidates),
+                xp.argmin(candidates) + rows.start,
+            )
+
+        total = self._reduce(
+            self._values_per_row(strategy, n_centres), chunk, _Partial.add
+        )
+        worst_row = int(to_numpy(total.worst_row))
+        sample = self.take(np.array([worst_row]))[0][0].astype(np.float64)
+        return _statistics(
+            to_numpy(total.sums),
+            frame.shift,
+            strategy,
+            self.weight_sum(),
+            loglik_sum=float(to_numpy(total.loglik)),
+            worst_loglik=float(to_numpy(total.worst)),
+            worst_sample=sample,
+        )
+
+    def resp_statistics(
+        self, resp_of_rows: RespOfRows, shift: np.ndarray, strategy: CovarianceStrategy
+    ) -> SufficientStatistics:
+        xp = self.xp
+        shift_cast = shift.astype(self.dtype)
+        centres = self._to_device(shift_cast)
+        pairs = self._pairs(strategy)
+
+        def chunk_sums(rows: slice, X: Array, w: Array | None) -> Array:
+            resp = self._to_device(resp_of_rows(rows).T.astype(self.dtype))
+            if w is not None:
+                resp = resp * w
+            return _sums(xp, _features(xp, _centred(xp, X, centres), pairs), resp)
+
+        sums = self._sum_over_chunks(
+            self._values_per_row(strategy, shift.shape[0]), chunk_sums
+        )
+        return _statistics(
+            sums, shift_cast.astype(np.float64), strategy, self.weight_sum()
+        )
+
+    def label_statistics(
+        self, labels: np.ndarray, shift: np.ndarray, strategy: CovarianceStrategy
+    ) -> SufficientStatistics:
+        labels = np.asarray(labels, dtype=np.int64)
+        return self._hard_statistics(
+            lambda rows, X, centres: self._to_device(labels[rows]), shift, strategy
+        )
+
+    def nearest_statistics(
+        self, centres: np.ndarray, strategy: CovarianceStrategy
+    ) -> SufficientStatistics:
+        return self._hard_statistics(
+            lambda rows, X, device_centres: _nearest(self.xp, X, device_centres),
+            centres,
+            strategy,
+        )
+
+    def _hard_statistics(
+        self,
+        labels_of: Callable[[slice, Array, Array], Array],
+        shift: np.ndarray,
+        strategy: CovarianceStrategy,
+    ) -> SufficientStatistics:
+        """Statistics of hard labels, each row about its own component's shift."""
+        xp = self.xp
+        n_components = shift.shape[0]
+        shift_cast = shift.astype(self.dtype)
+        centres = self._to_device(shift_cast)
+        pairs = self._pairs(strategy)
+
+        def chunk_sums(rows: slice, X: Array, w: Array | None) -> Array:
+            labels = labels_of(rows, X, centres)
+            resp = _one_hot(xp, labels, n_components, X.dtype)
+            if w is not None:
+                resp = resp * w
+            own = xp.take(centres, xp.where(labels < 0, 0, labels), axis=0)
+            return _sums(xp, _features(xp, xp.matrix_transpose(X - own), pairs), resp)
+
+        values_per_row = max(
+            self._values_per_row(strategy, 1), n_components * self.n_features
+        )
+        sums = self._sum_over_chunks(values_per_row, chunk_sums)
+        return _statistics(
+            sums, shift_cast.astype(np.float64), strategy, self.weight_sum()
+        )
+
+    # ------------------------------------------------------------ prediction
+    def _map_chunks(
+        self,
+        params: Params,
+        strategy: CovarianceStrategy,
+        result: Callable[[Array], Array],
+    ) -> Array:
+        """``result(weighted log-densities, K x n)`` of every chunk, concatenated."""
+        xp = self.xp
+        frame = _frame(xp, self.device, self.dtype, params, strategy, exact=False)
+        pairs = self._pairs(strategy)
+        n_centres = 1 if frame.centres.ndim == 1 else params.means.shape[0]
+        parts = [
+            result(_log_prob(xp, self._rows(rows)[0], frame, pairs)[1])
+            for rows in self._chunks(self._values_per_row(strategy, n_centres))
+        ]
+        return xp.concat(parts, axis=0)
+
+    def labels(self, params: Params, strategy: CovarianceStrategy) -> Array:
+        return self._map_chunks(
+            params, strategy, lambda log_prob: self.xp.argmax(log_prob, axis=0)
+        )
+
+    def proba(self, params: Params, strategy: CovarianceStrategy) -> Array:
+        xp = self.xp
+
+        def proba(log_prob: Array) -> Array:
+            log_norm = _log_normaliser(xp, log_prob)
+            return xp.matrix_transpose(xp.exp(log_prob - log_norm))
+
+        return self._map_chunks(params, strategy, proba)
+
+    def log_density(self, params: Params, strategy: CovarianceStrategy) -> Array:
+        return self._map_chunks(
+            params, strategy, lambda log_prob: _log_normaliser(self.xp, log_prob)
+        )
+
+
+# ------------------------------------------------------------- validation
+def check_finite(xp: Any, X: Array) -> float:
+    """``max |x|`` over X, raising ValueError if X holds NaN or infinity."""
+    if X.shape[0] * X.shape[1] == 0:
+        return 0.0
+    magnitude = float(to_numpy(xp.max(xp.abs(X))))
+    if math.isnan(magnitude):
+        raise ValueError(
+            "Input X contains NaN. GaussianMixture does not accept missing "
+            "values; remove those rows or impute them (for instance with "
+            "sklearn.impute.SimpleImputer)."
+        )
+    if math.isinf(magnitude):
+        raise ValueError(
+            "Input X contains infinity or a value too large for its dtype; "
+            "remove those rows or rescale X."
+        )
+    return magnitude
+
+
+def _checked_array(X: Any, min_samples: int) -> Array:
+    """X as a 2-D float32 or float64 array of its own namespace and device."""
+    xp = array_namespace(X)
+    if array_api_compat.is_torch_array(X):
+        X = X.detach()
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected 2D array, got {X.ndim}D array instead (shape "
+            f"{tuple(X.shape)}). Reshape your data either using "
+            "X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) "
+            "if it contains a single sample."
+        )
+    if X.dtype not in (xp.float32, xp.float64):
+        if not xp.isdtype(X.dtype, ("bool", "integral", "real floating")):
+            raise ValueError(
+                f"X has dtype {X.dtype}; GaussianMixture needs real numbers. "
+                "Convert X to float32 or float64."
+            )
+        X = xp.astype(X, xp.float64)
+    n_samples, n_features = (int(n) for n in X.shape)
+    if n_samples < min_samples:
+        raise ValueError(
+            f"Found array with {n_samples} sample(s) (shape={tuple(X.shape)}) "
+            f"while a minimum of {min_samples} is required by GaussianMixture."
+        )
+    if n_features < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a "
+            "minimum of 1 is required by GaussianMixture."
+        )
+    return X
+
+
+def _host_sample_weight(sample_weight: Any) -> Any:
+    """Weights given as a device array come to the host to be checked."""
+    if array_api_compat.is_array_api_obj(sample_weight) and not isinstance(
+        sample_weight, np.ndarray
+    ):
+        if array_api_compat.is_torch_array(sample_weight):
+            sample_weight = sample_weight.detach()
+        return to_numpy(sample_weight)
+    return sample_weight
+
+
+def fit_source(estimator: Any, X: Any, sample_weight: Any) -> XpSource:
+    """Validate X (and the weights) for ``fit``; set ``n_features_in_``.
+
+    NaN and infinity are caught by :meth:`XpSource.magnitude`, the fit's
+    first pass over the rows.
+    """
+    X = _checked_array(X, min_samples=2)
+    n_samples, n_features = (int(n) for n in X.shape)
+    weights = None
+    if sample_weight is not None:
+        dtype = _host_dtype(array_namespace(X), X.dtype)
+        weights = check_sample_weight(
+            _host_sample_weight(sample_weight), n_samples, dtype
+        )
+    estimator.n_features_in_ = n_features
+    if hasattr(estimator, "feature_names_in_"):
+        del estimator.feature_names_in_
+    return XpSource(X, weights)
+
+
+def prediction_source(estimator: Any, X: Any) -> XpSource:
+    """Validate X against the fitted ``estimator`` for prediction."""
+    X = _checked_array(X, min_samples=1)
+    n_features = int(X.shape[1])
+    if n_features != estimator.n_features_in_:
+        raise ValueError(
+            f"X has {n_features} features, but {type(estimator).__name__} is "
+            f"expecting {estimator.n_features_in_} features as input."
+        )
+    check_finite(array_namespace(X), X)
+    return XpSource(X, None)
