@@ -156,7 +156,7 @@ def measure(n_samples: int, args: argparse.Namespace) -> dict[str, Any]:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",
         ) as cluster,
         distributed.Client(cluster) as client,
     ):

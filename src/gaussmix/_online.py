@@ -27,11 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import validate_data
 
 from ._covariance import CovarianceStrategy
 from ._em import Params, m_step
-from ._source import ArraySource, check_sample_weight, column_variances
+from ._source import array_source, column_variances
 from ._stats import SufficientStatistics
 
 if TYPE_CHECKING:
@@ -123,17 +122,17 @@ def partial_fit(estimator: GaussianMixture, X: Any, sample_weight: Any) -> None:
     if state is not None and (not fitted or state.means is not estimator.means_):
         state = None  # refitted or reloaded since: continue from that model
     if fitted:
-        X = validate_data(estimator, X, reset=False, dtype=estimator.means_.dtype.type)
+        dtype = estimator.means_.dtype.type
+        source = array_source(estimator, X, sample_weight, reset=False, dtype=dtype)
     else:
-        X = validate_data(
-            estimator, X, dtype=[np.float64, np.float32], ensure_min_samples=2
+        source = array_source(
+            estimator,
+            X,
+            sample_weight,
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=2,
         )
-    weights = (
-        None
-        if sample_weight is None
-        else check_sample_weight(sample_weight, X.shape[0], X.dtype)
-    )
-    source = ArraySource(X, weights)
+    X = source.X
     strategy = estimator._strategy()
     eps = float(np.finfo(X.dtype).eps)
 

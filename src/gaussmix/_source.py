@@ -51,10 +51,12 @@ RespOfRows = Callable[[slice], Array]
 __all__ = [
     "ArraySource",
     "RowSource",
+    "array_source",
     "check_sample_weight",
     "column_variances",
     "fit_source",
     "prediction_source",
+    "weight_scale",
 ]
 
 
@@ -361,9 +363,20 @@ def fit_source(estimator: Any, X: Any, sample_weight: Any) -> RowSource:
     if backend is not None:
         source: RowSource = backend.fit_source(estimator, X, sample_weight)
         return source
-    X = validate_data(
-        estimator, X, dtype=[np.float64, np.float32], ensure_min_samples=2
+    return array_source(
+        estimator,
+        X,
+        sample_weight,
+        dtype=[np.float64, np.float32],
+        ensure_min_samples=2,
     )
+
+
+def array_source(
+    estimator: Any, X: Any, sample_weight: Any, **validation: Any
+) -> ArraySource:
+    """X validated as a NumPy array by ``validate_data(estimator, X, **validation)``."""
+    X = validate_data(estimator, X, **validation)
     weights = (
         None
         if sample_weight is None
@@ -400,21 +413,34 @@ def check_sample_weight(sample_weight: Any, n_samples: int, dtype: Any) -> Array
             f"sample, but got shape {weights.shape}."
         )
     weights = weights.astype(np.float64)
-    if not np.all(np.isfinite(weights)):
+    finite = bool(np.all(np.isfinite(weights)))
+    scale = weight_scale(
+        finite, finite and bool(np.any(weights < 0)), float(np.max(weights))
+    )
+    if scale != 1.0:
+        weights = weights * scale
+    return weights.astype(dtype)
+
+
+def weight_scale(finite: bool, negative: bool, largest: float) -> float:
+    """Check sample weights by their summary; the factor to rescale them by.
+
+    Raises ValueError unless every weight is finite and non-negative and
+    one is positive. EM depends only on the ratios of the weights, so an
+    exact power-of-two rescaling keeps huge or tiny weights (and their sum)
+    representable, also in float32.
+    """
+    if not finite:
         raise ValueError("sample_weight contains NaN or infinity; pass finite weights.")
-    if np.any(weights < 0):
+    if negative:
         raise ValueError(
             "sample_weight contains negative values; weights must be >= 0."
         )
-    largest = float(np.max(weights))
     if largest <= 0:
         raise ValueError(
             "sample_weight is zero for every sample; at least one sample needs "
             "a positive weight."
         )
-    # EM depends only on the ratios of the weights: an exact power-of-two
-    # rescaling keeps huge or tiny weights (and their sum) representable,
-    # also in float32.
     if not 2.0**-60 <= largest <= 2.0**60:
-        weights = weights * 2.0 ** (-round(math.log2(largest)))
-    return weights.astype(dtype)
+        return float(2.0 ** (-round(math.log2(largest))))
+    return 1.0

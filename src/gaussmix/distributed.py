@@ -69,7 +69,7 @@ from ._em import (
     resp_statistics,
     weighted_log_prob,
 )
-from ._source import RowSource, check_sample_weight
+from ._source import RowSource, check_sample_weight, weight_scale
 from ._stats import SufficientStatistics
 
 Array = np.ndarray
@@ -277,16 +277,7 @@ class DaskSource(RowSource):
         self, labels: Array, shift: Array, strategy: CovarianceStrategy
     ) -> SufficientStatistics:
         # Each block gets its own rows' labels, not all of them.
-        blocks = [
-            functools.partial(
-                _labelled,
-                labels=labels[first : first + n],
-                shift=shift,
-                strategy=strategy,
-            )
-            for _, _, first, n in self._parts()
-        ]
-        return functools.reduce(operator.add, self._run(blocks))
+        return self._with_own_rows(_labelled, labels.__getitem__, shift, strategy)
 
     def resp_statistics(
         self,
@@ -296,10 +287,23 @@ class DaskSource(RowSource):
     ) -> SufficientStatistics:
         if _pickled_size(resp_of_rows) <= _CLOSURE_BYTES:
             return super().resp_statistics(resp_of_rows, shift, strategy)
+        return self._with_own_rows(_given_resp, resp_of_rows, shift, strategy)
+
+    def _with_own_rows(
+        self,
+        kernel: Callable[..., SufficientStatistics],
+        values: Callable[[slice], Array],
+        shift: Array,
+        strategy: CovarianceStrategy,
+    ) -> SufficientStatistics:
+        """``kernel(values(rows), X_b, w_b, first)`` per block, summed in order.
+
+        Each block's task carries only its own rows' values.
+        """
         blocks = [
             functools.partial(
-                _given_resp,
-                resp=resp_of_rows(slice(first, first + n)),
+                kernel,
+                values(slice(first, first + n)),
                 shift=shift,
                 strategy=strategy,
             )
@@ -341,11 +345,11 @@ class DaskSource(RowSource):
 
 
 def _labelled(
+    labels: Array,
     X: Array,
     w: Array | None,
     first: int,
     *,
-    labels: Array,
     shift: Array,
     strategy: CovarianceStrategy,
 ) -> SufficientStatistics:
@@ -353,11 +357,11 @@ def _labelled(
 
 
 def _given_resp(
+    resp: Array,
     X: Array,
     w: Array | None,
     first: int,
     *,
-    resp: Array,
     shift: Array,
     strategy: CovarianceStrategy,
 ) -> SufficientStatistics:
@@ -422,20 +426,11 @@ def _dask_weights(sample_weight: da.Array, X: da.Array) -> da.Array:
         *[dask.delayed(_weight_summary)(w) for w in weights.to_delayed().ravel()]
     )
     non_finite, negative, largest = np.stack(summaries).T
-    if non_finite.sum() > 0:
-        raise ValueError("sample_weight contains NaN or infinity; pass finite weights.")
-    if negative.sum() > 0:
-        raise ValueError(
-            "sample_weight contains negative values; weights must be >= 0."
-        )
-    top = float(np.max(largest))
-    if top <= 0:
-        raise ValueError(
-            "sample_weight is zero for every sample; at least one sample needs "
-            "a positive weight."
-        )
-    if not 2.0**-60 <= top <= 2.0**60:
-        weights = weights * 2.0 ** (-round(math.log2(top)))
+    scale = weight_scale(
+        non_finite.sum() == 0, negative.sum() > 0, float(np.max(largest))
+    )
+    if scale != 1.0:
+        weights = weights * scale
     return weights.astype(X.dtype)
 
 
