@@ -235,8 +235,10 @@ def main(argv: list[str] | None = None) -> None:
             "-" if sk is None else f"{sk / row['dask']:.1f}x",
             f"{row['baseline'] / 2**30:.2f} / {row['holding'] / 2**30:.2f} / "
             f"{row['worker_peak'] / 2**30:.2f} GiB ({row['share'] / 2**30:.2f} GiB)",
-            f"{row.get('vs_memory', float('nan')):.0e} / "
-            f"{row.get('vs_sklearn', float('nan')):.0e}",
+            " / ".join(
+                "-" if key not in row else f"{row[key]:.0e}"
+                for key in ("vs_memory", "vs_sklearn")
+            ),
         ]
         print("| " + " | ".join(cells) + " |", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
