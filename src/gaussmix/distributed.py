@@ -65,16 +65,16 @@ from ._covariance import CovarianceStrategy
 from ._em import (
     Params,
     label_statistics,
+    log_density,
     log_prob_resp,
+    most_probable,
     resp_statistics,
-    weighted_log_prob,
 )
-from ._source import RowSource, check_sample_weight, weight_scale
+from ._source import Block, RowSource, check_sample_weight, weight_scale
 from ._stats import SufficientStatistics
 
 Array = np.ndarray
 T = TypeVar("T")
-Block = Callable[[Array, Array | None, int], T]
 
 __all__ = ["DaskSource", "fit_source", "prediction_source"]
 
@@ -165,18 +165,8 @@ def _predict_block(
     return kernel(X, params, strategy)
 
 
-def _labels_kernel(X: Array, params: Params, strategy: CovarianceStrategy) -> Array:
-    return np.argmax(weighted_log_prob(X, params, strategy), axis=1)
-
-
 def _proba_kernel(X: Array, params: Params, strategy: CovarianceStrategy) -> Array:
     return np.exp(log_prob_resp(X, params, strategy)[1])
-
-
-def _log_density_kernel(
-    X: Array, params: Params, strategy: CovarianceStrategy
-) -> Array:
-    return log_prob_resp(X, params, strategy)[0]
 
 
 class DaskSource(RowSource):
@@ -332,7 +322,7 @@ class DaskSource(RowSource):
 
     def labels(self, params: Params, strategy: CovarianceStrategy) -> da.Array:
         """The most probable component of every row: a lazy Dask array (n)."""
-        return self._map_rows(_labels_kernel, params, strategy, None, np.intp)
+        return self._map_rows(most_probable, params, strategy, None, np.intp)
 
     def proba(self, params: Params, strategy: CovarianceStrategy) -> da.Array:
         """Responsibilities of every row: a lazy Dask array (n x K)."""
@@ -341,7 +331,7 @@ class DaskSource(RowSource):
 
     def log_density(self, params: Params, strategy: CovarianceStrategy) -> da.Array:
         """``log p(x)`` of every row: a lazy Dask array (n)."""
-        return self._map_rows(_log_density_kernel, params, strategy, None, self.dtype)
+        return self._map_rows(log_density, params, strategy, None, self.dtype)
 
 
 def _labelled(
