@@ -111,6 +111,10 @@ class CovarianceStrategy:
     def scatter_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         raise NotImplementedError
 
+    def scatter_from_dense(self, dense: Array) -> Array:
+        """The scatter statistic's form of per-component matrices (K x D x D)."""
+        raise NotImplementedError
+
     def n_parameters(self, n_components: int, n_features: int) -> int:
         """Free parameters of a mixture with this covariance type."""
         cov = self._n_covariance_parameters(n_components, n_features)
@@ -343,6 +347,9 @@ class _DenseMixin:
     def scatter_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         return (n_components, n_features, n_features)
 
+    def scatter_from_dense(self, dense: Array) -> Array:
+        return dense
+
     def scatter(self, diffs: Array, weighted_resp_t: Array) -> Array:
         weighted = diffs * weighted_resp_t[:, :, None]
         return np.matmul(np.swapaxes(weighted, 1, 2), diffs)
@@ -395,6 +402,9 @@ class _VectorMixin:
 
     def scatter_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         return (n_components, n_features)
+
+    def scatter_from_dense(self, dense: Array) -> Array:
+        return np.diagonal(dense, axis1=1, axis2=2).copy()
 
     def scatter(self, diffs: Array, weighted_resp_t: Array) -> Array:
         return np.matmul(weighted_resp_t[:, None, :], diffs * diffs)[:, 0, :]

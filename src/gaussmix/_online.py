@@ -87,9 +87,7 @@ def model_statistics(
     """
     n_components, n_features = params.means.shape
     dense = strategy.dense(params.covariances, n_components, n_features)
-    dense = dense - reg_covar * np.eye(n_features)
-    if len(strategy.scatter_shape(n_components, n_features)) == 2:
-        dense = np.diagonal(dense, axis1=1, axis2=2)
+    dense = strategy.scatter_from_dense(dense - reg_covar * np.eye(n_features))
     weights = np.asarray(params.weights, dtype=np.float64)
     scatter = weights.reshape((-1,) + (1,) * (dense.ndim - 1)) * dense
     return SufficientStatistics(
