@@ -425,3 +425,185 @@ def test_statistics_do_not_depend_on_the_chunk_size(blobs_xp):
     np.testing.assert_array_equal(
         chunked.labels(params, strategy).numpy(), whole.labels(params, strategy).numpy()
     )
+
+
+# ------------------------------------------------------ k-means on the device
+# Rows on an accelerator run the initialisation's k-means there
+# (gaussmix._kmeans): scikit-learn's algorithm with scikit-learn's random
+# draws. On the CPU these tests call it directly, or switch it on for a fit.
+KMEANS_DATA = [
+    pytest.param(2_000, 3, 2, 4, id="n2000-K4-D2"),
+    pytest.param(5_000, 8, 16, 16, id="n5000-K16-D16"),
+    pytest.param(3_000, 10, 6, 12, id="n3000-K12-D6-overlapping"),
+]
+
+
+def _kmeans_rows(n, clusters, features, seed, separation=6.0):
+    X, _ = make_elliptical_blobs(
+        n, clusters, features, separation=separation, random_state=seed
+    )
+    return X
+
+
+def _next_draw(random_state):
+    return random_state.randint(2**30)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize(("n", "clusters", "features", "k"), KMEANS_DATA)
+def test_device_kmeans_is_sklearns_kmeans(n, clusters, features, k, weighted, device):
+    from sklearn.cluster import KMeans
+
+    from gaussmix._kmeans import kmeans
+
+    X = _kmeans_rows(n, clusters, features, seed=k, separation=3.0)
+    weights = np.random.default_rng(k).uniform(0.2, 3.0, n) if weighted else None
+    for seed in range(3):
+        ours_state = np.random.RandomState(seed)
+        theirs_state = np.random.RandomState(seed)
+        centres, labels = kmeans(
+            _tensor(X, device),
+            k,
+            np.ones(n) if weights is None else weights,
+            ours_state,
+        )
+        reference = KMeans(k, n_init=1, random_state=theirs_state)
+        reference.fit(X, sample_weight=weights)
+        np.testing.assert_array_equal(labels.cpu().numpy(), reference.labels_)
+        scale = float(np.max(np.abs(reference.cluster_centers_)))
+        np.testing.assert_allclose(
+            centres, reference.cluster_centers_, rtol=0, atol=RTOL * scale
+        )
+        # The same random numbers were drawn: what follows is the same too.
+        assert _next_draw(ours_state) == _next_draw(theirs_state)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize(("n", "clusters", "features", "k"), KMEANS_DATA)
+def test_device_kmeans_plusplus_is_sklearns(n, clusters, features, k, weighted, device):
+    from sklearn.cluster import kmeans_plusplus as sklearn_kmeans_plusplus
+
+    from gaussmix._kmeans import kmeans_plusplus
+
+    X = _kmeans_rows(n, clusters, features, seed=k)
+    weights = np.random.default_rng(k).uniform(0.2, 3.0, n) if weighted else None
+    for seed in range(3):
+        ours_state = np.random.RandomState(seed)
+        theirs_state = np.random.RandomState(seed)
+        ours = kmeans_plusplus(
+            _tensor(X, device),
+            k,
+            np.ones(n) if weights is None else weights,
+            ours_state,
+        )
+        _, theirs = sklearn_kmeans_plusplus(
+            X, k, random_state=theirs_state, sample_weight=weights
+        )
+        np.testing.assert_array_equal(ours, theirs)
+        assert _next_draw(ours_state) == _next_draw(theirs_state)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_kmeans_float32_finds_sklearns_partition(device):
+    from sklearn.cluster import KMeans
+
+    from gaussmix._kmeans import kmeans
+
+    X = _kmeans_rows(4_000, 6, 5, seed=4).astype(np.float32)
+    centres, labels = kmeans(
+        _tensor(X, device), 6, np.ones(4_000, np.float32), np.random.RandomState(1)
+    )
+    reference = KMeans(6, n_init=1, random_state=np.random.RandomState(1)).fit(X)
+    np.testing.assert_array_equal(labels.cpu().numpy(), reference.labels_)
+    np.testing.assert_allclose(centres, reference.cluster_centers_, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_lloyd_step_relocates_empty_clusters_as_sklearn(device):
+    # All rows are nearest the first of three identical centres, so two
+    # clusters are empty and take the rows farthest from their centres.
+    from sklearn.cluster import KMeans
+
+    from gaussmix._kmeans import _lloyd_step
+
+    X = np.array([-10.0, -9.5, -9, -8.5, -8, -1, 1, 9, 9.5, 10]).reshape(-1, 1)
+    weights = np.linspace(0.5, 2.0, 10)
+    init = np.array([[-10.0], [-10.0], [-10.0]])
+    reference = KMeans(3, init=init, n_init=1, max_iter=1)
+    reference.fit(X, sample_weight=weights)
+    mean = X.mean(axis=0)
+    _, new = _lloyd_step(
+        array_namespace_of(X, device),
+        _tensor(X - mean, device),
+        _tensor(weights, device),
+        weights,
+        _tensor(init - mean, device),
+    )
+    np.testing.assert_allclose(
+        new.cpu().numpy() + mean, reference.cluster_centers_, rtol=1e-12
+    )
+    # The empty clusters moved to the two rows farthest from -10.
+    assert sorted(reference.cluster_centers_[1:, 0]) == pytest.approx([9.5, 10.0])
+
+
+def array_namespace_of(X, device):
+    from array_api_compat import array_namespace
+
+    return array_namespace(_tensor(X, device))
+
+
+@pytest.fixture
+def kmeans_on_the_device(monkeypatch):
+    """Fits of CPU tensors run the device k-means (as a GPU's would)."""
+    import gaussmix._xp
+
+    monkeypatch.setattr(gaussmix._xp, "_DEVICE_KMEANS_ON_CPU", True)
+
+
+@pytest.mark.usefixtures("kmeans_on_the_device")
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++"])
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_fit_with_device_kmeans_same_as_numpy(
+    blobs_xp, covariance_type, init_params, weighted
+):
+    weights = np.random.default_rng(0).uniform(0.0, 2.0, len(blobs_xp))
+    weights = weights if weighted else None
+
+    def model():
+        return GaussianMixture(
+            3, covariance_type=covariance_type, init_params=init_params, random_state=5
+        )
+
+    source = XpSource(_tensor(blobs_xp), None)
+    assert source.device_kmeans
+    ours = model().fit(_tensor(blobs_xp), sample_weight=weights)
+    assert_same_fit(ours, model().fit(blobs_xp, sample_weight=weights))
+
+
+@pytest.mark.usefixtures("kmeans_on_the_device")
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++"])
+def test_sampled_device_kmeans_same_fit_as_numpy(init_params):
+    # Above 65536 rows k-means runs on a sample, taken on the device.
+    X, _ = make_elliptical_blobs(70_000, 3, 4, random_state=2)
+
+    def model():
+        return GaussianMixture(4, init_params=init_params, random_state=0)
+
+    assert_same_fit(model().fit(_tensor(X)), model().fit(X))
+
+
+def test_cpu_tensors_use_sklearns_kmeans_by_default(blobs_xp, monkeypatch):
+    import gaussmix._kmeans
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the device k-means ran for a CPU tensor")
+
+    monkeypatch.setattr(gaussmix._kmeans, "kmeans", refuse)
+    monkeypatch.setattr(gaussmix._kmeans, "kmeans_plusplus", refuse)
+    for init_params in ("kmeans", "k-means++"):
+        GaussianMixture(3, init_params=init_params, random_state=0).fit(
+            _tensor(blobs_xp)
+        )

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.metrics import pairwise_distances_argmin
 
 from ._covariance import CovarianceStrategy
@@ -113,31 +112,24 @@ def initial_statistics(
 ) -> SufficientStatistics:
     """Statistics of the starting responsibilities chosen by ``method``.
 
-    The random numbers are drawn on the host in scikit-learn's order, and
-    only the rows k-means runs on are brought to the host: all of them up
-    to ``KMEANS_SAMPLE`` rows (the start is then scikit-learn's, bit for
-    bit), else a sample (see :mod:`gaussmix._init`), after which every row
-    is labelled by its nearest centre where it lives.
+    The random numbers are drawn on the host in scikit-learn's order. The
+    source runs k-means (:meth:`RowSource.kmeans`: scikit-learn's on the
+    host, the same algorithm on an accelerator) on all the rows up to
+    ``KMEANS_SAMPLE`` (the start is then scikit-learn's), else on a sample
+    (see :mod:`gaussmix._init`), after which every row is labelled by its
+    nearest centre where it lives.
     """
     n_samples = source.n_samples
     if method in ("kmeans", "k-means++"):
         weights = source.host_weights()
         rows = sample_rows(weights, n_samples, n_components, random_state)
-        everything = np.arange(n_samples) if rows is None else rows
-        Xs, ws = source.take(everything)
         if method == "kmeans":
-            kmeans = KMeans(
-                n_clusters=n_components, n_init=1, random_state=random_state
-            )
-            kmeans.fit(Xs, sample_weight=ws)
-            centres = kmeans.cluster_centers_
-            if rows is None:
-                return source.label_statistics(kmeans.labels_, centres, strategy)
+            centres, labels = source.kmeans(rows, n_components, random_state)
+            if labels is not None:
+                return source.label_statistics(labels, centres, strategy)
             return source.nearest_statistics(centres, strategy)
-        _, indices = kmeans_plusplus(
-            Xs, n_components, random_state=random_state, sample_weight=ws
-        )
-        return source.seed_statistics(everything[indices], strategy)
+        seeds = source.kmeans_plusplus(rows, n_components, random_state)
+        return source.seed_statistics(seeds, strategy)
     if method == "random":
         resp = random_state.uniform(size=(n_samples, n_components))
         resp /= resp.sum(axis=1)[:, None]

@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
+from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.utils.validation import validate_data
 
 from ._covariance import CovarianceStrategy, get_covariance
@@ -117,6 +118,40 @@ class RowSource:
         return self.reduce(weights, lambda a, b: np.concatenate([a, b]))
 
     # ------------------------------------------------------ the operations
+    def kmeans(
+        self,
+        rows: Array | None,
+        n_components: int,
+        random_state: np.random.RandomState,
+    ) -> tuple[Array, Any]:
+        """scikit-learn's ``KMeans(n_init=1)`` on the given rows (None: all).
+
+        Returns the centres (K x D, float64, on the host) and, when ``rows``
+        is None, every row's cluster (else None). This default brings the
+        rows to the host; a source on an accelerator runs it there.
+        """
+        Xs, ws = self.take(np.arange(self.n_samples) if rows is None else rows)
+        fitted = KMeans(n_clusters=n_components, n_init=1, random_state=random_state)
+        fitted.fit(Xs, sample_weight=ws)
+        return fitted.cluster_centers_, fitted.labels_ if rows is None else None
+
+    def kmeans_plusplus(
+        self,
+        rows: Array | None,
+        n_components: int,
+        random_state: np.random.RandomState,
+    ) -> Array:
+        """scikit-learn's k-means++ seeds among the given rows (None: all).
+
+        Returns the seeds' row numbers in the whole data.
+        """
+        everything = np.arange(self.n_samples) if rows is None else rows
+        Xs, ws = self.take(everything)
+        _, indices = kmeans_plusplus(
+            Xs, n_components, random_state=random_state, sample_weight=ws
+        )
+        return everything[indices]
+
     def magnitude(self) -> float:
         """``max |x|`` over every value (NaN if any value is NaN)."""
 

@@ -5,8 +5,10 @@ and answers every question of the fit there, through the array API
 standard (``array-api-compat``), so one implementation serves every such
 library. Only small things cross to the host: the expanded weights ``W``
 (K x F) on the way in, the statistics (K x F, float64) and a few scalars on
-the way out, and the rows the initialisation's k-means runs on. The M-step
-stays on the host in float64, so a fit gives the NumPy engine's answer.
+the way out. The initialisation's k-means runs on the device too
+(:mod:`gaussmix._kmeans`, scikit-learn's algorithm with its random draws;
+on the host's CPU, scikit-learn's own). The M-step stays on the host in
+float64, so a fit gives the NumPy engine's answer.
 
 The E-step is the expanded one of :mod:`gaussmix._em`: a chunk of rows
 becomes quadratic features ``phi`` (F x n) about a centre ``c``, one
@@ -31,6 +33,7 @@ import numpy as np
 from array_api_compat import array_namespace, to_device
 from array_api_compat import device as device_of
 
+from . import _kmeans
 from ._covariance import CovarianceStrategy
 from ._em import Params, _expansion, _min_log_resp
 from ._parallel import reduce_chunks
@@ -45,6 +48,11 @@ __all__ = ["XpSource", "fit_source", "prediction_source"]
 _HOST_BYTES = 2**22
 _DEVICE_BYTES = 2**28
 _MIN_ROWS = 256
+# The initialisation's k-means runs on the device (gaussmix._kmeans) unless
+# the device is the host's CPU, where scikit-learn's k-means is the faster
+# (and bit-identical) choice. Tests set this to run the device k-means on
+# the CPU, as CI has no accelerator.
+_DEVICE_KMEANS_ON_CPU = False
 
 Array = Any  # an array of the input's namespace
 T = TypeVar("T")
@@ -245,6 +253,7 @@ class XpSource(RowSource):
         )
         self.on_host = str(self.device) == "cpu"
         self.budget = _HOST_BYTES if self.on_host else _DEVICE_BYTES
+        self.device_kmeans = not self.on_host or _DEVICE_KMEANS_ON_CPU
 
     # ------------------------------------------------------------- helpers
     def _chunks(self, values_per_row: int) -> Iterator[slice]:
@@ -311,6 +320,42 @@ class XpSource(RowSource):
         picked = to_numpy(self.xp.take(self.X, index, axis=0))
         weights = None if self.sample_weight is None else self.sample_weight[rows]
         return picked, weights
+
+    def _rows_for_kmeans(self, rows: np.ndarray | None) -> tuple[Array, np.ndarray]:
+        """The rows k-means runs on (on the device) and their host weights."""
+        if rows is None:
+            X = self.X
+            weights = self.sample_weight
+        else:
+            X = self.xp.take(self.X, self._to_device(rows.astype(np.int64)), axis=0)
+            weights = None if self.sample_weight is None else self.sample_weight[rows]
+        if weights is None:
+            weights = np.ones(int(X.shape[0]), dtype=self.dtype)
+        return X, weights
+
+    def kmeans(
+        self,
+        rows: np.ndarray | None,
+        n_components: int,
+        random_state: np.random.RandomState,
+    ) -> tuple[np.ndarray, Any]:
+        if not self.device_kmeans:
+            return super().kmeans(rows, n_components, random_state)
+        X, weights = self._rows_for_kmeans(rows)
+        centres, labels = _kmeans.kmeans(X, n_components, weights, random_state)
+        return centres, labels if rows is None else None
+
+    def kmeans_plusplus(
+        self,
+        rows: np.ndarray | None,
+        n_components: int,
+        random_state: np.random.RandomState,
+    ) -> np.ndarray:
+        if not self.device_kmeans:
+            return super().kmeans_plusplus(rows, n_components, random_state)
+        X, weights = self._rows_for_kmeans(rows)
+        indices = _kmeans.kmeans_plusplus(X, n_components, weights, random_state)
+        return indices if rows is None else rows[indices]
 
     def host_weights(self) -> np.ndarray | None:
         if self.sample_weight is None:
@@ -400,11 +445,14 @@ class XpSource(RowSource):
         )
 
     def label_statistics(
-        self, labels: np.ndarray, shift: np.ndarray, strategy: CovarianceStrategy
+        self, labels: Any, shift: np.ndarray, strategy: CovarianceStrategy
     ) -> SufficientStatistics:
-        labels = np.asarray(labels, dtype=np.int64)
+        """Labels on the host, or on the device (from the device's k-means)."""
+        if isinstance(labels, np.ndarray):
+            host = labels.astype(np.int64, copy=False)
+            labels = self._to_device(host)
         return self._hard_statistics(
-            lambda rows, X, centres: self._to_device(labels[rows]), shift, strategy
+            lambda rows, X, centres: labels[rows.start : rows.stop], shift, strategy
         )
 
     def nearest_statistics(
