@@ -202,6 +202,28 @@ def test_threads_give_the_same_fit(covariance_type):
     assert three.n_iter_ == one.n_iter_
 
 
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_chunks_run_with_a_small_ufunc_buffer_and_the_callers_is_restored(n_workers):
+    # NumPy's default buffer (8192) slows the E-step's 2-D passes on chunks
+    # of at most 4096 rows; chunk workers use _UFUNC_BUFFER instead.
+    seen = _parallel.reduce_chunks(
+        lambda: None,
+        lambda _, rows: [np.getbufsize()],
+        [slice(0, 1), slice(1, 2), slice(2, 3)],
+        lambda a, b: a + b,
+        n_workers=n_workers,
+    )
+    assert seen == [_parallel._UFUNC_BUFFER] * 3
+    previous = np.setbufsize(4096)
+    try:
+        _parallel.reduce_chunks(
+            lambda: None, lambda _, rows: 0, [slice(0, 1)], max, n_workers=1
+        )
+        assert np.getbufsize() == 4096
+    finally:
+        np.setbufsize(previous)
+
+
 def test_limited_blas_means_one_worker():
     with threadpool_limits(1, user_api="blas"):
         assert _parallel.max_workers() == 1

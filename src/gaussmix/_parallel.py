@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TypeVar
 
+import numpy as np
 from threadpoolctl import ThreadpoolController
 
 __all__ = ["max_workers", "reduce_chunks", "single_threaded_native"]
@@ -30,6 +31,13 @@ S = TypeVar("S")
 T = TypeVar("T")
 
 _controller: ThreadpoolController | None = None
+# Elements in NumPy's ufunc buffer while chunks are processed. With the
+# default (8192), a 2-D operation with a broadcast operand and rows of at
+# most 4096 values is run through the buffer, the broadcast operand copied
+# into it, which made the E-step's elementwise passes (features,
+# normalisation) 1.5x slower for chunks of 1000-4096 rows (case (b) of
+# benchmarks/bench_em.py: 8% of an iteration); 512 avoids that.
+_UFUNC_BUFFER = 512
 # Workers allowed by the caller's BLAS setting, read before we limit BLAS.
 _workers: ContextVar[int | None] = ContextVar("gaussmix_workers", default=None)
 
@@ -57,6 +65,16 @@ def max_workers() -> int:
     blas = [info["num_threads"] for info in _blas().select(user_api="blas").info()]
     allowed = min(blas) if blas else _usable_cpus()
     return max(1, min(_usable_cpus(), allowed))
+
+
+@contextmanager
+def _ufunc_buffer() -> Iterator[None]:
+    """NumPy's ufunc buffer at ``_UFUNC_BUFFER`` in this thread, then restored."""
+    previous = np.setbufsize(_UFUNC_BUFFER)
+    try:
+        yield
+    finally:
+        np.setbufsize(previous)
 
 
 @contextmanager
@@ -110,10 +128,11 @@ def reduce_chunks(
         allowed = _workers.get() if n_workers is None else n_workers
         n = min(allowed or 1, len(chunks))
         if n <= 1:
-            state = make_state()
-            total = process(state, chunks[0])
-            for rows in chunks[1:]:
-                total = add(total, process(state, rows))
+            with _ufunc_buffer():
+                state = make_state()
+                total = process(state, chunks[0])
+                for rows in chunks[1:]:
+                    total = add(total, process(state, rows))
             return total
 
         counter = itertools.count()
@@ -123,6 +142,10 @@ def reduce_chunks(
         next_index = 0
 
         def work() -> None:
+            with _ufunc_buffer():
+                fold_results()
+
+        def fold_results() -> None:
             nonlocal next_index
             state = make_state()
             while (index := next(counter)) < len(chunks):
