@@ -25,7 +25,7 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["max_workers", "reduce_chunks", "single_threaded_native"]
+__all__ = ["max_workers", "reduce_chunks", "single_threaded_native", "usable_cpus"]
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -49,7 +49,8 @@ def _blas() -> ThreadpoolController:
     return _controller
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
+    """Cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -63,8 +64,8 @@ def max_workers() -> int:
     ``threadpoolctl.threadpool_limits(1)``) gets one worker.
     """
     blas = [info["num_threads"] for info in _blas().select(user_api="blas").info()]
-    allowed = min(blas) if blas else _usable_cpus()
-    return max(1, min(_usable_cpus(), allowed))
+    allowed = min(blas) if blas else usable_cpus()
+    return max(1, min(usable_cpus(), allowed))
 
 
 @contextmanager
