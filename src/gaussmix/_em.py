@@ -235,15 +235,17 @@ def _normalise(log_prob: Array, buffers: _ChunkBuffers) -> Array:
     """Turn log-densities (K x n) into responsibilities in place; ``log p(x)``.
 
     Arguments of ``exp`` are clamped at ``_min_log_resp`` (see there).
+    Reductions call the ufuncs' ``reduce`` (``np.max`` and ``np.sum`` do
+    the same through a Python wrapper that costs per chunk).
     """
     n = log_prob.shape[1]
     top = buffers.top[:n]
     total = buffers.total[:n]
-    np.max(log_prob, axis=0, out=top)
+    np.maximum.reduce(log_prob, axis=0, out=top)
     np.subtract(log_prob, top, out=log_prob)
     np.maximum(log_prob, buffers.floor[:n], out=log_prob)
     np.exp(log_prob, out=log_prob)
-    np.sum(log_prob, axis=0, out=total)
+    np.add.reduce(log_prob, axis=0, out=total)
     inverse = buffers.inverse[:n]
     np.divide(1.0, total, out=inverse)
     np.multiply(log_prob, inverse, out=log_prob)
@@ -279,14 +281,14 @@ def _expanded_chunk_statistics(
     with np.errstate(under="ignore"):
         log_norm = _normalise(log_prob, buffers)
         if sample_weight is None:
-            loglik_sum = float(np.sum(log_norm, dtype=np.float64))
+            loglik_sum = float(np.add.reduce(log_norm, dtype=np.float64))
             candidates = log_norm
         else:
             weights = sample_weight[rows]
             log_prob *= weights
             loglik_sum = float(np.dot(weights, log_norm.astype(np.float64)))
             candidates = np.where(weights > 0, log_norm, np.inf)
-    row = int(np.argmin(candidates))
+    row = int(candidates.argmin())
     # F x K, not K x F: BLAS is faster for this shape of product.
     sums = np.zeros((phi.shape[0], log_prob.shape[0]))
     for block in _blocks(phi.shape[1], buffers.sums_block):
