@@ -191,16 +191,9 @@ def kmeans(
 ) -> tuple[np.ndarray, Array]:
     """k-means++ seeds, then Lloyd's algorithm: scikit-learn's ``KMeans(n_init=1)``.
 
-    Parameters
-    ----------
-    X : array of shape (n_samples, n_features)
-        The rows, on their device.
-    n_clusters : int
-        Number of clusters.
-    sample_weight : ndarray of shape (n_samples,)
-        The rows' weights on the host, in X's dtype.
-    random_state : numpy.random.RandomState
-        Advanced exactly as scikit-learn's KMeans advances it.
+    The parameters are those of :func:`kmeans_plusplus` (``n_clusters``
+    clusters); ``random_state`` is advanced as scikit-learn's KMeans
+    advances it.
 
     Returns
     -------
