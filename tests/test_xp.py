@@ -607,3 +607,19 @@ def test_cpu_tensors_use_sklearns_kmeans_by_default(blobs_xp, monkeypatch):
         GaussianMixture(3, init_params=init_params, random_state=0).fit(
             _tensor(blobs_xp)
         )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_kmeans_warns_as_sklearn_on_duplicated_points(device):
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    from gaussmix._kmeans import kmeans
+
+    X = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0]]), 20, axis=0)
+    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(2\)") as ours:
+        _, labels = kmeans(_tensor(X, device), 3, np.ones(40), np.random.RandomState(0))
+    with pytest.warns(ConvergenceWarning) as theirs:
+        reference = KMeans(3, n_init=1, random_state=np.random.RandomState(0)).fit(X)
+    assert str(ours[0].message) == str(theirs[0].message)
+    np.testing.assert_array_equal(labels.cpu().numpy(), reference.labels_)

@@ -18,11 +18,13 @@ with the same NumPy call.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace, to_device
 from array_api_compat import device as device_of
+from sklearn.exceptions import ConvergenceWarning
 
 __all__ = ["kmeans", "kmeans_plusplus"]
 
@@ -230,4 +232,12 @@ def kmeans(
     if not strict:
         # The labels of the final centres, as scikit-learn's last E-step.
         labels = _nearest(xp, X, centres)
+    distinct = int(xp.unique_values(labels).shape[0])
+    if distinct < n_clusters:
+        warnings.warn(  # scikit-learn's warning, word for word
+            f"Number of distinct clusters ({distinct}) found smaller than "
+            f"n_clusters ({n_clusters}). Possibly due to duplicate points in X.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     return _to_numpy(centres + mean).astype(np.float64), labels
