@@ -174,7 +174,9 @@ def test_ill_conditioned_covariances_fit_like_sklearn(condition, expanded):
 
 def _fit_with_workers(X, n_workers, covariance_type="full", dtype=np.float64):
     original = _parallel.max_workers
+    original_values = _em._THREADED_VALUES
     _parallel.max_workers = lambda: n_workers
+    _em._THREADED_VALUES = 0  # thread even these small chunks
     try:
         return GaussianMixture(
             3,
@@ -185,6 +187,7 @@ def _fit_with_workers(X, n_workers, covariance_type="full", dtype=np.float64):
         ).fit(X.astype(dtype))
     finally:
         _parallel.max_workers = original
+        _em._THREADED_VALUES = original_values
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -222,6 +225,29 @@ def test_chunks_run_with_a_small_ufunc_buffer_and_the_callers_is_restored(n_work
         assert np.getbufsize() == 4096
     finally:
         np.setbufsize(previous)
+
+
+def test_small_expanded_chunks_run_on_one_thread(monkeypatch):
+    # Chunks of few values are faster on one thread than two (the GIL);
+    # large ones are shared out.
+    seen = []
+    original = _em.reduce_chunks
+
+    def spy(make_state, *args, n_workers=None, **kwargs):
+        if isinstance(make_state(), _em._ChunkBuffers):  # an expanded E-step
+            seen.append(n_workers)
+        return original(make_state, *args, n_workers=n_workers, **kwargs)
+
+    monkeypatch.setattr(_em, "reduce_chunks", spy)
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(20_000, 2))
+    large = rng.normal(size=(300_000, 8))
+    for X, expected in ((small, 1), (large, None)):
+        seen.clear()
+        model = GaussianMixture(4, max_iter=2, tol=0.0, **start_params(X, 4, "full"))
+        with pytest.warns(ConvergenceWarning):  # stopped early, on purpose
+            model.fit(X)
+        assert seen and all(workers == expected for workers in seen), X.shape
 
 
 def test_limited_blas_means_one_worker():

@@ -75,6 +75,14 @@ _EXPANDED_ROWS = (256, 8192)
 # memory stays a small fraction of the data.
 _EXPANDED_MAX_ROWS = 2**15
 _EXPANDED_SHARE = 1 / 8
+# Chunks of fewer features plus log-densities than this (values) are run by
+# one thread: each chunk makes some 30 NumPy calls, and two threads handing
+# the GIL back and forth between such short calls were slower than one
+# (case (a), 13 chunks of 74k values: 0.0028 s per iteration with two
+# workers, 0.0018 s with one; case (e) at 200k rows, chunks of 188k values:
+# no faster with two), while chunks of 400k values and more gained
+# 1.4-1.6x (cases (b), (c), (e) at full size).
+_THREADED_VALUES = 2**18
 
 # OpenBLAS (the BLAS of NumPy's and SciPy's wheels) multiplies matrices of
 # at most a million multiply-adds (M * N * K) with faster kernels on x86-64:
@@ -204,6 +212,11 @@ class _ChunkBuffers:
         )
 
 
+def _expanded_workers(rows: int, n_expanded: int, n_components: int) -> int | None:
+    """Threads for expanded chunks of ``rows`` rows: 1, or None (as many as allowed)."""
+    return 1 if rows * (n_expanded + n_components) < _THREADED_VALUES else None
+
+
 def _blocks(n: int, size: int) -> Iterator[slice]:
     """Column blocks of at most ``size`` (0: one block)."""
     if size == 0:
@@ -313,6 +326,7 @@ def _expanded_e_step(
         ),
         list(_chunks(X.shape[0], size)),
         operator.add,
+        n_workers=_expanded_workers(size, n_expanded, n_components),
     )
     resp_sum, diff_sum, scatter = strategy.from_expanded(total.sums.T, n_features)
     if sample_weight is None:
@@ -338,13 +352,15 @@ def _write_rows(
     write: Callable[[Any, slice], Array],
     make_state: Any,
     size: int,
+    n_workers: int | None = None,
 ) -> Array:
     """Fill ``out[rows] = write(state, rows)`` for every chunk, in threads."""
 
     def process(state: Any, rows: slice) -> None:
         out[rows] = write(state, rows)
 
-    reduce_chunks(make_state, process, list(_chunks(X.shape[0], size)), _nothing)
+    chunks = list(_chunks(X.shape[0], size))
+    reduce_chunks(make_state, process, chunks, _nothing, n_workers=n_workers)
     return out
 
 
@@ -366,6 +382,7 @@ def _expanded_log_prob_all(
         ),
         lambda: _ChunkBuffers(expansion, X.shape[1], size),
         size,
+        _expanded_workers(size, n_expanded, n_components),
     )
 
 
@@ -454,6 +471,7 @@ def _per_row(
             ),
             lambda: _ChunkBuffers(expansion, X.shape[1], size),
             size,
+            _expanded_workers(size, n_expanded, n_components),
         )
     n_components, n_features = params.means.shape
     return _write_rows(
