@@ -124,9 +124,16 @@ class EMResult(NamedTuple):
     converged: bool
 
 
-def chunk_rows(n_components: int, n_features: int) -> int:
-    """Rows per chunk so one K x rows x D temporary stays near 512 KiB."""
-    return max(16, _CHUNK_ELEMENTS // max(1, n_components * n_features))
+def chunk_rows(n_components: int, n_features: int, n_samples: int) -> int:
+    """Rows per chunk so one K x rows x D temporary stays near 512 KiB.
+
+    Beyond 1024 rows, at most a 32nd of the rows, so that the temporaries
+    stay a small share of a small input too (case (a) of
+    benchmarks/bench_em.py: a fit's extra peak memory 117% -> 55% of its
+    1.5 MiB input).
+    """
+    rows = _CHUNK_ELEMENTS // max(1, n_components * n_features)
+    return max(16, min(rows, max(1024, n_samples // 32)))
 
 
 def _chunks(n_samples: int, size: int) -> Iterator[slice]:
@@ -135,9 +142,13 @@ def _chunks(n_samples: int, size: int) -> Iterator[slice]:
 
 
 def expanded_rows(
-    n_expanded: int, n_components: int, itemsize: int = 8, data_bytes: int = 0
+    n_expanded: int, n_components: int, itemsize: int, data_bytes: int
 ) -> int:
     """Rows per chunk of the expanded E-step, for data of ``data_bytes``.
+
+    As many as ``_EXPANDED_BYTES`` allows, within ``_EXPANDED_ROWS``; past
+    its upper end only while every worker's buffers together stay under
+    ``_EXPANDED_SHARE`` of the data.
 
     A multiple of 8, and never one whose features are a multiple of 4 KiB
     apart: the rows of ``phi`` would then share cache sets, which made the
@@ -440,7 +451,7 @@ def weighted_log_prob(
             _diffs(X[rows], params.means), params, strategy
         ),
         lambda: None,
-        chunk_rows(n_components, n_features),
+        chunk_rows(n_components, n_features, X.shape[0]),
     )
 
 
@@ -485,7 +496,7 @@ def _per_row(
             )
         ),
         lambda: None,
-        chunk_rows(n_components, n_features),
+        chunk_rows(n_components, n_features, X.shape[0]),
     )
 
 
@@ -544,7 +555,7 @@ def e_step(
     if expansion is not None:
         return _expanded_e_step(X, sample_weight, expansion, strategy, chunk_size)
     n_components, n_features = params.means.shape
-    size = chunk_size or chunk_rows(n_components, n_features)
+    size = chunk_size or chunk_rows(n_components, n_features, X.shape[0])
     shift = params.means.astype(X.dtype).astype(np.float64)
     floor = _min_log_resp(X.dtype)
 
@@ -573,7 +584,7 @@ def resp_statistics(
 ) -> SufficientStatistics:
     """Statistics of given responsibilities (used by the initialisation)."""
     n_components, n_features = shift.shape
-    size = chunk_size or chunk_rows(n_components, n_features)
+    size = chunk_size or chunk_rows(n_components, n_features, X.shape[0])
     shift = shift.astype(X.dtype).astype(np.float64)
 
     def block(rows: slice) -> SufficientStatistics:
@@ -604,7 +615,7 @@ def label_statistics(
     """
     labels_of_rows = labels if callable(labels) else labels.__getitem__
     n_components, n_features = shift.shape
-    size = chunk_rows(1, n_features)
+    size = chunk_rows(1, n_features, X.shape[0])
     shift = shift.astype(X.dtype).astype(np.float64)
     shift_cast = shift.astype(X.dtype)
     scatter_shape = strategy.scatter_shape(n_components, n_features)
