@@ -70,7 +70,7 @@ _EXPANDED_ROWS = (256, 8192)
 # Chunks may grow past _EXPANDED_ROWS[1] rows, up to this, where the features
 # are few (few components, few dimensions): fewer chunks, less per-chunk
 # Python overhead (case (e): 1.3x faster per iteration in float64, 1.7x in
-# float32, with 22792 rows than 8184) -- but only while every worker's
+# float32, with 21736 rows than 8184) -- but only while every worker's
 # buffers together stay under this share of the input, so a fit's extra
 # memory stays a small fraction of the data.
 _EXPANDED_MAX_ROWS = 2**15
