@@ -94,6 +94,10 @@ _MEMMAP_SCRIPT = textwrap.dedent(
     out.flush()
     del out
     X = np.load(path, mmap_mode="r")
+    # Load numba and the compiled kernels, if installed, first: a one-off
+    # cost of the process, whatever the data.
+    from gaussmix import _kernels
+    _kernels.warm_up()
     peak, done = [0], threading.Event()
 
     def poll():

@@ -28,10 +28,12 @@ import math
 import operator
 import warnings
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _kernels
 from ._covariance import CovarianceStrategy
 from ._errors import DegenerateCovarianceError, DegenerateDataWarning
 from ._parallel import reduce_chunks, usable_cpus
@@ -174,6 +176,7 @@ class _Expansion(NamedTuple):
     centre: Array  # D, the data's dtype
     centre64: Array  # the same values in float64
     n_quadratic: int
+    pairs: tuple[Array, Array]  # the quadratic rows' feature indices
 
 
 def _expansion(
@@ -197,15 +200,24 @@ def _expansion(
         centre,
         centre64,
         strategy.n_quadratic(n_features),
+        strategy.quadratic_pairs(n_features),
     )
 
 
 class _ChunkBuffers:
     """Per-thread work arrays of the expanded E-step, reused for every chunk."""
 
-    def __init__(self, expansion: _Expansion, n_features: int, rows: int) -> None:
+    def __init__(
+        self,
+        expansion: _Expansion,
+        n_features: int,
+        rows: int,
+        kernels: ModuleType | None = None,
+    ) -> None:
         n_components, n_expanded = expansion.weights.shape
         dtype = expansion.weights.dtype
+        # The compiled kernels (gaussmix._kernels), or None for NumPy.
+        self.kernels = kernels
         self.phi = np.empty((n_expanded, rows), dtype=dtype)
         self.phi[-1] = 1.0
         self.log_prob = np.empty((n_components, rows), dtype=dtype)
@@ -216,11 +228,26 @@ class _ChunkBuffers:
         self.inverse = np.empty(rows, dtype=dtype)
         self.start = expansion.n_quadratic
         self.n_features = n_features
+        if kernels is not None:
+            self.pairs = tuple(
+                np.ascontiguousarray(index, dtype=np.intp) for index in expansion.pairs
+            )
         columns = _SMALL_PRODUCT // (n_components * n_expanded)
         columns -= columns % 8
         self.log_prob_block, self.sums_block = (
             columns if least <= columns < rows else 0 for least in _MIN_BLOCK_COLUMNS
         )
+
+
+def _buffer_factory(
+    X: Array, expansion: _Expansion, rows: int
+) -> Callable[[], _ChunkBuffers]:
+    """Makes each worker's buffers; decides once whether kernels are used."""
+    n_components, n_expanded = expansion.weights.shape
+    kernels = _kernels.for_e_step(
+        X, X.shape[0] * (n_expanded + n_components), expansion.weights.dtype
+    )
+    return lambda: _ChunkBuffers(expansion, X.shape[1], rows, kernels)
 
 
 def _expanded_workers(rows: int, n_expanded: int, n_components: int) -> int | None:
@@ -246,9 +273,15 @@ def _expanded_log_prob(
     """Features ``phi`` (F x n) and weighted log-densities (K x n) of a chunk."""
     n = rows.stop - rows.start
     phi = buffers.phi[:, :n]
-    z = phi[buffers.start : buffers.start + buffers.n_features]
-    np.subtract(X[rows].T, expansion.centre[:, None], out=z)
-    strategy.expand(phi, buffers.n_features)
+    kernels = buffers.kernels
+    if kernels is None:
+        z = phi[buffers.start : buffers.start + buffers.n_features]
+        np.subtract(X[rows].T, expansion.centre[:, None], out=z)
+        strategy.expand(phi, buffers.n_features)
+    else:
+        z = buffers.phi[buffers.start : buffers.start + buffers.n_features]
+        kernels.centre_transposed(np.asarray(X[rows]), expansion.centre, z)
+        kernels.quadratic(*buffers.pairs, buffers.phi, buffers.start, n)
     log_prob = buffers.log_prob[:, :n]
     for block in _blocks(n, buffers.log_prob_block):
         np.matmul(expansion.weights, phi[:, block], out=log_prob[:, block])
@@ -265,14 +298,22 @@ def _normalise(log_prob: Array, buffers: _ChunkBuffers) -> Array:
     n = log_prob.shape[1]
     top = buffers.top[:n]
     total = buffers.total[:n]
-    np.maximum.reduce(log_prob, axis=0, out=top)
-    np.subtract(log_prob, top, out=log_prob)
-    np.maximum(log_prob, buffers.floor[:n], out=log_prob)
-    np.exp(log_prob, out=log_prob)
-    np.add.reduce(log_prob, axis=0, out=total)
-    inverse = buffers.inverse[:n]
-    np.divide(1.0, total, out=inverse)
-    np.multiply(log_prob, inverse, out=log_prob)
+    kernels = buffers.kernels
+    if kernels is None:
+        np.maximum.reduce(log_prob, axis=0, out=top)
+        np.subtract(log_prob, top, out=log_prob)
+        np.maximum(log_prob, buffers.floor[:n], out=log_prob)
+        np.exp(log_prob, out=log_prob)
+        np.add.reduce(log_prob, axis=0, out=total)
+        inverse = buffers.inverse[:n]
+        np.divide(1.0, total, out=inverse)
+        np.multiply(log_prob, inverse, out=log_prob)
+    else:
+        # The same operations in the same order, fused (gaussmix._compiled);
+        # NumPy's exp is vectorised, numba's is not.
+        kernels.shift_clamp(buffers.log_prob, n, buffers.top, buffers.floor[0])
+        np.exp(log_prob, out=log_prob)
+        kernels.scale(buffers.log_prob, n, buffers.total, buffers.inverse)
     np.log(total, out=total)
     total += top
     return total
@@ -331,7 +372,7 @@ def _expanded_e_step(
     n_features = X.shape[1]
     size = chunk_size or expanded_rows(n_expanded, n_components, X.itemsize, X.nbytes)
     total = reduce_chunks(
-        lambda: _ChunkBuffers(expansion, n_features, size),
+        _buffer_factory(X, expansion, size),
         lambda buffers, rows: _expanded_chunk_statistics(
             X, sample_weight, expansion, strategy, buffers, rows
         ),
@@ -391,7 +432,7 @@ def _expanded_log_prob_all(
         lambda buffers, rows: (
             _expanded_log_prob(X, rows, expansion, strategy, buffers)[1].T
         ),
-        lambda: _ChunkBuffers(expansion, X.shape[1], size),
+        _buffer_factory(X, expansion, size),
         size,
         _expanded_workers(size, n_expanded, n_components),
     )
@@ -480,7 +521,7 @@ def _per_row(
                     _expanded_log_prob(X, rows, expansion, strategy, buffers)[1].T
                 )
             ),
-            lambda: _ChunkBuffers(expansion, X.shape[1], size),
+            _buffer_factory(X, expansion, size),
             size,
             _expanded_workers(size, n_expanded, n_components),
         )

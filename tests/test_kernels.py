@@ -1,0 +1,220 @@
+"""The optional compiled kernels (numba) give NumPy's results, bit for bit."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from gaussmix import GaussianMixture, _em, _kernels
+from gaussmix._covariance import get_covariance
+from helpers import COVARIANCE_TYPES, start_params
+
+DTYPES = (np.float64, np.float32)
+
+
+@pytest.fixture
+def compiled():
+    """The compiled kernels, skipping where numba is not installed."""
+    pytest.importorskip("numba")
+    kernels = _kernels._load()
+    if kernels is None:
+        pytest.skip(f"{_kernels.ENV_VAR}=0")
+    return kernels
+
+
+@pytest.fixture
+def always(monkeypatch, compiled):
+    """Use the kernels for E-steps of any size."""
+    monkeypatch.setattr(_kernels, "_MIN_VALUES", 0)
+    return compiled
+
+
+@pytest.fixture
+def never(monkeypatch):
+    monkeypatch.setattr(_kernels, "_module", None)
+
+
+def _log_probs(dtype, n_components=7, n=300, seed=0):
+    """Log-densities as the E-step sees them, with the awkward cases in."""
+    rng = np.random.default_rng(seed)
+    log_prob = rng.normal(scale=300.0, size=(n_components, n)).astype(dtype)
+    log_prob[:, 5] = -np.inf  # no component explains the row
+    log_prob[2, 6] = np.nan
+    log_prob[0, 7] = np.inf
+    log_prob[:, 8] = -1e30  # equal, far below
+    log_prob[3, 9] = log_prob[:, 9].max() + 2000.0  # the others underflow
+    return log_prob
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [300, 257, 1])
+def test_normalise_is_numpy_bit_for_bit(compiled, dtype, n):
+    """Responsibilities and log p(x), over all or the first n columns of
+    the buffers (the last, shorter chunk), with NaN, infinities and
+    underflowing rows."""
+    log_prob = _log_probs(dtype)
+    expansion = _em._Expansion(
+        np.zeros((7, 3), dtype), np.zeros(1, dtype), np.zeros(1), 1, ([0], [0])
+    )
+    results = []
+    for kernels in (None, compiled):
+        buffers = _em._ChunkBuffers(expansion, 1, 300, kernels)
+        buffers.log_prob[...] = log_prob
+        with np.errstate(all="ignore"):
+            log_norm = _em._normalise(buffers.log_prob[:, :n], buffers).copy()
+        results.append((buffers.log_prob[:, :n].copy(), log_norm))
+    (resp, log_norm), (resp_k, log_norm_k) = results
+    assert resp.dtype == resp_k.dtype == dtype
+    np.testing.assert_array_equal(resp_k, resp)
+    np.testing.assert_array_equal(log_norm_k, log_norm)
+    if n > 9:  # the awkward rows were there, and came out as they should
+        assert np.isnan(resp[:, 5]).all() and np.isnan(log_norm[5])
+        assert resp[3, 9] == 1.0 and np.all(resp[:, 9].sum() == 1.0)
+        np.testing.assert_allclose(resp[:, 8], 1 / 7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_features_are_numpy_bit_for_bit(compiled, dtype, covariance_type):
+    """phi and W @ phi, for a whole chunk and a shorter last one."""
+    rng = np.random.default_rng(1)
+    X = (rng.normal(size=(250, 5)) * [1, 3, 10, 0.5, 2] + 3.0).astype(dtype)
+    strategy = get_covariance(covariance_type)
+    gm = GaussianMixture(3, covariance_type=covariance_type, max_iter=1, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        gm.fit(X)
+    params = _em.Params(
+        gm.weights_, gm.means_, gm.covariances_, gm.precisions_cholesky_
+    )
+    expansion = _em._expansion(np.dtype(dtype), params, strategy)
+    assert expansion is not None
+    for rows in (slice(0, 104), slice(200, 250)):
+        out = []
+        for kernels in (None, compiled):
+            buffers = _em._ChunkBuffers(expansion, 5, 104, kernels)
+            phi, log_prob = _em._expanded_log_prob(
+                X, rows, expansion, strategy, buffers
+            )
+            out.append((phi.copy(), log_prob.copy()))
+        (phi, log_prob), (phi_k, log_prob_k) = out
+        assert phi_k.dtype == phi.dtype == dtype
+        np.testing.assert_array_equal(phi_k, phi)
+        np.testing.assert_array_equal(log_prob_k, log_prob)
+
+
+def _fits(X, covariance_type, sample_weight=None, **kwargs):
+    params = start_params(X.astype(np.float64), 4, covariance_type, seed=2)
+    gm = GaussianMixture(
+        4, covariance_type=covariance_type, max_iter=8, tol=0, **params, **kwargs
+    )
+    with pytest.warns(ConvergenceWarning):
+        gm.fit(X, sample_weight=sample_weight)
+    return gm, gm.predict_proba(X[:500]), gm.score_samples(X[:500])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_whole_fits_are_the_same_with_and_without_kernels(
+    monkeypatch, always, dtype, covariance_type, weighted
+):
+    """EM in threads over several chunks; the expanded E-step throughout."""
+    rng = np.random.default_rng(3)
+    n = 30_000
+    X = (rng.normal(size=(n, 6)) + 4.0 * rng.integers(3, size=(n, 1))).astype(dtype)
+    weights = rng.uniform(0, 3, n) if weighted else None
+    calls = []
+    scale = always.scale
+    monkeypatch.setattr(always, "scale", lambda *a: calls.append(1) or scale(*a))
+    with_kernels = _fits(X, covariance_type, weights)
+    assert len(calls) > 8  # chunks x iterations: the kernels did run
+    monkeypatch.setattr(_kernels, "_module", None)
+    without = _fits(X, covariance_type, weights)
+    gm_k, proba_k, score_k = with_kernels
+    gm, proba, score = without
+    assert gm_k.lower_bound_ == gm.lower_bound_
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(gm_k, name), getattr(gm, name))
+    np.testing.assert_array_equal(proba_k, proba)
+    np.testing.assert_array_equal(score_k, score)
+
+
+def test_read_only_and_memory_mapped_data(monkeypatch, always, tmp_path):
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(5000, 3)) + 5.0 * rng.integers(2, size=(5000, 1))
+    np.save(tmp_path / "X.npy", X)
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    gm_mapped = _fits(mapped, "full")[0]
+    monkeypatch.setattr(_kernels, "_module", None)
+    gm = _fits(X, "full")[0]
+    np.testing.assert_array_equal(gm_mapped.means_, gm.means_)
+
+
+def test_small_e_steps_and_odd_arrays_use_numpy(compiled):
+    X = np.zeros((10, 3))
+    big = _kernels._MIN_VALUES
+    assert _kernels.for_e_step(X, big - 1, X.dtype) is None
+    assert _kernels.for_e_step(X, big, X.dtype) is compiled
+    assert _kernels.for_e_step(X, big, np.dtype(np.float32)) is None
+    assert _kernels.for_e_step(X.astype(">f8"), big, np.dtype(">f8")) is None
+    assert _kernels.for_e_step([[0.0]], big, X.dtype) is None
+
+
+def test_without_numba_or_switched_off_numpy_is_used(never):
+    assert not _kernels.available()
+    assert not _kernels.warm_up()
+    X = np.zeros((10, 3))
+    assert _kernels.for_e_step(X, 2**40, X.dtype) is None
+
+
+def test_environment_variable_switches_the_kernels_off():
+    script = (
+        "from gaussmix import _kernels; import sys; "
+        "print(_kernels.available(), 'numba' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, _kernels.ENV_VAR: "0"},
+    )
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_the_package_imports_without_numba():
+    """numba is an optional extra: nothing imports it until a large E-step."""
+    script = (
+        "import sys; import gaussmix, numpy as np; "
+        "from sklearn.exceptions import ConvergenceWarning; import warnings; "
+        "warnings.simplefilter('ignore', ConvergenceWarning); "
+        "gaussmix.GaussianMixture(2, random_state=0).fit(np.random.rand(500, 2)); "
+        "print('numba' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_a_large_fit_without_numba_installed():
+    """As if numba were not installed: NumPy does the work, same result."""
+    script = (
+        "import sys; sys.modules['numba'] = None; "
+        "import warnings, numpy as np; from gaussmix import GaussianMixture, _kernels; "
+        "from sklearn.exceptions import ConvergenceWarning; "
+        "warnings.simplefilter('ignore', ConvergenceWarning); "
+        "_kernels._MIN_VALUES = 0; rng = np.random.default_rng(0); "
+        "X = rng.normal(size=(20000, 4)) + 4.0 * rng.integers(3, size=(20000, 1)); "
+        "gm = GaussianMixture(3, random_state=0, max_iter=5).fit(X); "
+        "print(_kernels.available(), repr(gm.lower_bound_))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    available, lower_bound = result.stdout.split()
+    assert available == "False"
+    assert np.isfinite(float(lower_bound))
