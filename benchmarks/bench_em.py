@@ -20,6 +20,7 @@ Run ``python benchmarks/bench_em.py`` (all cases, a few minutes), or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import platform
@@ -38,7 +39,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from threadpoolctl import threadpool_info
 
 import gaussmix
-from gaussmix import GaussianMixture
+from gaussmix import GaussianMixture, _kernels
 
 
 @dataclass(frozen=True)
@@ -142,22 +143,30 @@ def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
 def per_iteration(
     X: np.ndarray, case: Case, init: dict[str, Any], repeats: int, short: int, long: int
 ) -> dict[str, Any]:
+    """Seconds per iteration of scikit-learn and gaussmix, alternating.
+
+    Where the compiled kernels are available, gaussmix also runs with them
+    switched off ("numpy"), in the same alternation.
+    """
+    contenders: list[tuple[str, type, Callable[[], Any]]] = [
+        ("sklearn", SkGaussianMixture, contextlib.nullcontext),
+        ("gaussmix", GaussianMixture, contextlib.nullcontext),
+    ]
+    if _kernels.available():
+        contenders.append(("numpy", GaussianMixture, _kernels.switched_off))
     times: dict[str, dict[int, list[float]]] = {
-        "sklearn": {short: [], long: []},
-        "gaussmix": {short: [], long: []},
+        name: {short: [], long: []} for name, _, _ in contenders
     }
     models: dict[str, Any] = {}
     for _ in range(repeats):
         for n_iter in (short, long):
-            for name, cls in (
-                ("sklearn", SkGaussianMixture),
-                ("gaussmix", GaussianMixture),
-            ):
-                seconds, model = timed(
-                    lambda cls=cls, n_iter=n_iter: estimator(
-                        cls, case, init, n_iter
-                    ).fit(X)
-                )
+            for name, cls, context in contenders:
+                with context():
+                    seconds, model = timed(
+                        lambda cls=cls, n_iter=n_iter: estimator(
+                            cls, case, init, n_iter
+                        ).fit(X)
+                    )
                 times[name][n_iter].append(seconds)
                 if n_iter == long:
                     models[name] = model
@@ -169,6 +178,7 @@ def per_iteration(
     return dict(
         sklearn=per_iter["sklearn"],
         gaussmix=per_iter["gaussmix"],
+        numpy=per_iter.get("numpy"),
         ratio=per_iter["sklearn"] / per_iter["gaussmix"],
         lower_bound=abs(ours.lower_bound_ - theirs.lower_bound_)
         / abs(theirs.lower_bound_),
@@ -254,6 +264,11 @@ def main(argv: list[str] | None = None) -> None:
         f"numpy {np.__version__}, Python {platform.python_version()}"
     )
     print(f"{os.cpu_count()} CPUs; BLAS: {blas}")
+    print(f"compiled kernels: {_kernels.describe()}")
+    # Compile (or load) the kernels before anything is timed or traced.
+    began = time.perf_counter()
+    if _kernels.warm_up():
+        print(f"    compiled or loaded in {time.perf_counter() - began:.2f} s")
     print(f"load average at start: {os.getloadavg()}")
     print()
 
@@ -276,6 +291,14 @@ def main(argv: list[str] | None = None) -> None:
             f"means {result['means']:.1e}, covariances {result['covariances']:.1e}"
         )
         print(line, flush=True)
+        if result["numpy"] is not None:
+            print(
+                f"    gaussmix without the compiled kernels (NumPy only): "
+                f"{result['numpy']:.4f} s/iter, ratio "
+                f"{result['sklearn'] / result['numpy']:.1f}x; the kernels' gain "
+                f"{result['numpy'] / result['gaussmix']:.2f}x",
+                flush=True,
+            )
         memory = ""
         if not args.no_memory:
             ours, theirs = (

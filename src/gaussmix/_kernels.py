@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 import numpy as np
@@ -49,6 +51,29 @@ def _load() -> ModuleType | None:
             else:
                 _module = _compiled
     return _module if isinstance(_module, ModuleType) else None
+
+
+@contextmanager
+def switched_off() -> Iterator[None]:
+    """Use NumPy only within the block (for side-by-side measurements)."""
+    global _module
+    saved = _module
+    _module = None
+    try:
+        yield
+    finally:
+        _module = saved
+
+
+def describe() -> str:
+    """A line saying whether the kernels are used, and why not."""
+    if _load() is not None:
+        import numba
+
+        return f"numba {numba.__version__}, on for E-steps of >= 2**24 values"
+    if os.environ.get(ENV_VAR, "1").strip() == "0":
+        return f"off ({ENV_VAR}=0)"
+    return "off (numba is not installed: pip install 'gaussmix[fast]')"
 
 
 def available() -> bool:
