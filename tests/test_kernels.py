@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -170,19 +171,24 @@ def test_without_numba_or_switched_off_numpy_is_used(never):
     assert _kernels.for_e_step(X, 2**40, X.dtype) is None
 
 
-def test_environment_variable_switches_the_kernels_off():
-    script = (
-        "from gaussmix import _kernels; import sys; "
-        "print(_kernels.available(), 'numba' in sys.modules)"
-    )
+def _python(script, **env):
+    """What ``python -c script`` prints, in a fresh process."""
     result = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, _kernels.ENV_VAR: "0"},
+        env={**os.environ, **env},
     )
-    assert result.stdout.split() == ["False", "False"]
+    return result.stdout.split()
+
+
+def test_environment_variable_switches_the_kernels_off():
+    script = (
+        "from gaussmix import _kernels; import sys; "
+        "print(_kernels.available(), 'numba' in sys.modules)"
+    )
+    assert _python(script, **{_kernels.ENV_VAR: "0"}) == ["False", "False"]
 
 
 def test_the_package_imports_without_numba():
@@ -194,27 +200,31 @@ def test_the_package_imports_without_numba():
         "gaussmix.GaussianMixture(2, random_state=0).fit(np.random.rand(500, 2)); "
         "print('numba' in sys.modules)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "False"
+    assert _python(script) == ["False"]
 
 
-def test_a_large_fit_without_numba_installed():
+def _large_data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(20000, 4)) + 4.0 * rng.integers(3, size=(20000, 1))
+
+
+def test_a_large_fit_without_numba_installed(monkeypatch, always):
     """As if numba were not installed: NumPy does the work, same result."""
     script = (
         "import sys; sys.modules['numba'] = None; "
         "import warnings, numpy as np; from gaussmix import GaussianMixture, _kernels; "
         "from sklearn.exceptions import ConvergenceWarning; "
+        "from test_kernels import _large_data; "
         "warnings.simplefilter('ignore', ConvergenceWarning); "
-        "_kernels._MIN_VALUES = 0; rng = np.random.default_rng(0); "
-        "X = rng.normal(size=(20000, 4)) + 4.0 * rng.integers(3, size=(20000, 1)); "
-        "gm = GaussianMixture(3, random_state=0, max_iter=5).fit(X); "
+        "_kernels._MIN_VALUES = 0; "
+        "gm = GaussianMixture(3, random_state=0, max_iter=5).fit(_large_data()); "
         "print(_kernels.available(), repr(gm.lower_bound_))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    available, lower_bound = _python(
+        script, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), *sys.path])
     )
-    available, lower_bound = result.stdout.split()
     assert available == "False"
-    assert np.isfinite(float(lower_bound))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        here = GaussianMixture(3, random_state=0, max_iter=5).fit(_large_data())
+    assert float(lower_bound) == here.lower_bound_  # here with the kernels
