@@ -228,3 +228,22 @@ def test_a_large_fit_without_numba_installed(monkeypatch, always):
         warnings.simplefilter("ignore", ConvergenceWarning)
         here = GaussianMixture(3, random_state=0, max_iter=5).fit(_large_data())
     assert float(lower_bound) == here.lower_bound_  # here with the kernels
+
+
+def test_a_failing_compiler_falls_back_to_numpy(monkeypatch, compiled):
+    """numba's cache or compiler failing (a read-only home, say) must not
+    break a fit: one warning, then NumPy."""
+
+    def fail(kernels):
+        raise RuntimeError("cannot cache function 'scale': no locator available")
+
+    monkeypatch.setattr(_kernels, "_compile", fail)
+    monkeypatch.setattr(_kernels, "_module", _kernels._UNLOADED)
+    monkeypatch.setattr(_kernels, "_MIN_VALUES", 0)
+    with pytest.warns(RuntimeWarning, match="no locator available.*using NumPy"):
+        assert not _kernels.available()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(3, random_state=0, max_iter=5).fit(_large_data())
+    assert np.isfinite(gm.lower_bound_)
+    assert _kernels._module is None  # decided once: no warning per fit
