@@ -152,7 +152,7 @@ def per_iteration(
         ("sklearn", SkGaussianMixture, contextlib.nullcontext),
         ("gaussmix", GaussianMixture, contextlib.nullcontext),
     ]
-    if _kernels.available():
+    if _kernels.warm_up():
         contenders.append(("numpy", GaussianMixture, _kernels.switched_off))
     times: dict[str, dict[int, list[float]]] = {
         name: {short: [], long: []} for name, _, _ in contenders

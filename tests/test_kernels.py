@@ -165,7 +165,7 @@ def test_small_e_steps_and_odd_arrays_use_numpy(compiled):
 
 
 def test_without_numba_or_switched_off_numpy_is_used(never):
-    assert not _kernels.available()
+    assert not _kernels.warm_up()
     assert not _kernels.warm_up()
     X = np.zeros((10, 3))
     assert _kernels.for_e_step(X, 2**40, X.dtype) is None
@@ -186,7 +186,7 @@ def _python(script, **env):
 def test_environment_variable_switches_the_kernels_off():
     script = (
         "from gaussmix import _kernels; import sys; "
-        "print(_kernels.available(), 'numba' in sys.modules)"
+        "print(_kernels.warm_up(), 'numba' in sys.modules)"
     )
     assert _python(script, **{_kernels.ENV_VAR: "0"}) == ["False", "False"]
 
@@ -218,7 +218,7 @@ def test_a_large_fit_without_numba_installed(monkeypatch, always):
         "warnings.simplefilter('ignore', ConvergenceWarning); "
         "_kernels._MIN_VALUES = 0; "
         "gm = GaussianMixture(3, random_state=0, max_iter=5).fit(_large_data()); "
-        "print(_kernels.available(), repr(gm.lower_bound_))"
+        "print(_kernels.warm_up(), repr(gm.lower_bound_))"
     )
     available, lower_bound = _python(
         script, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), *sys.path])
@@ -241,7 +241,7 @@ def test_a_failing_compiler_falls_back_to_numpy(monkeypatch, compiled):
     monkeypatch.setattr(_kernels, "_module", _kernels._UNLOADED)
     monkeypatch.setattr(_kernels, "_MIN_VALUES", 0)
     with pytest.warns(RuntimeWarning, match="no locator available.*using NumPy"):
-        assert not _kernels.available()
+        assert not _kernels.warm_up()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm = GaussianMixture(3, random_state=0, max_iter=5).fit(_large_data())

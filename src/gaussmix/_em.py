@@ -195,12 +195,13 @@ def _expansion(
     if not np.all(np.isfinite(weights)):
         return None
     n_features = params.means.shape[1]
+    first, second = strategy.quadratic_pairs(n_features)
     return _Expansion(
         np.ascontiguousarray(weights.astype(dtype)),
         centre,
         centre64,
         strategy.n_quadratic(n_features),
-        strategy.quadratic_pairs(n_features),
+        (np.ascontiguousarray(first, np.intp), np.ascontiguousarray(second, np.intp)),
     )
 
 
@@ -228,10 +229,6 @@ class _ChunkBuffers:
         self.inverse = np.empty(rows, dtype=dtype)
         self.start = expansion.n_quadratic
         self.n_features = n_features
-        if kernels is not None:
-            self.pairs = tuple(
-                np.ascontiguousarray(index, dtype=np.intp) for index in expansion.pairs
-            )
         columns = _SMALL_PRODUCT // (n_components * n_expanded)
         columns -= columns % 8
         self.log_prob_block, self.sums_block = (
@@ -281,7 +278,7 @@ def _expanded_log_prob(
     else:
         z = buffers.phi[buffers.start : buffers.start + buffers.n_features]
         kernels.centre_transposed(np.asarray(X[rows]), expansion.centre, z)
-        kernels.quadratic(*buffers.pairs, buffers.phi, buffers.start, n)
+        kernels.quadratic(*expansion.pairs, buffers.phi, buffers.start, n)
     log_prob = buffers.log_prob[:, :n]
     for block in _blocks(n, buffers.log_prob_block):
         np.matmul(expansion.weights, phi[:, block], out=log_prob[:, block])

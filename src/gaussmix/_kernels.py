@@ -88,11 +88,6 @@ def describe() -> str:
     return "off (numba is not installed: pip install 'gaussmix[fast]')"
 
 
-def available() -> bool:
-    """Whether the compiled kernels can be used (numba installed, not off)."""
-    return _load() is not None
-
-
 def for_e_step(X: np.ndarray, n_values: int, dtype: np.dtype) -> ModuleType | None:
     """The compiled kernels for an E-step over ``X``, or None for NumPy.
 
