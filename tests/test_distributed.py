@@ -92,7 +92,9 @@ def test_same_fit_as_in_memory_from_the_same_random_state(
 
 @pytest.mark.parametrize("init_params", ["k-means++", "random", "random_from_data"])
 def test_other_initialisations_match_in_memory(client, data, init_params):
-    params = dict(init_params=init_params, random_state=5, n_init=2)
+    """One start (n_init=1): with more, starts that reach the same optimum
+    are told apart by rounding, which differs with the block sums."""
+    params = dict(init_params=init_params, random_state=5)
     reference = GaussianMixture(3, **params).fit(data)
     ours = GaussianMixture(3, **params).fit(da.from_array(data, chunks=CHUNKS))
     assert_same_fit(ours, reference)

@@ -174,9 +174,9 @@ def test_ill_conditioned_covariances_fit_like_sklearn(condition, expanded):
 
 def _fit_with_workers(X, n_workers, covariance_type="full", dtype=np.float64):
     original = _parallel.max_workers
-    original_values = _em._THREADED_VALUES
+    original_values = _em._THREADED_MULTIPLY_ADDS
     _parallel.max_workers = lambda: n_workers
-    _em._THREADED_VALUES = 0  # thread even these small chunks
+    _em._THREADED_MULTIPLY_ADDS = 0  # thread even these small chunks
     try:
         return GaussianMixture(
             3,
@@ -187,7 +187,7 @@ def _fit_with_workers(X, n_workers, covariance_type="full", dtype=np.float64):
         ).fit(X.astype(dtype))
     finally:
         _parallel.max_workers = original
-        _em._THREADED_VALUES = original_values
+        _em._THREADED_MULTIPLY_ADDS = original_values
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -228,8 +228,8 @@ def test_chunks_run_with_a_small_ufunc_buffer_and_the_callers_is_restored(n_work
 
 
 def test_small_expanded_chunks_run_on_one_thread(monkeypatch):
-    # Chunks of few values are faster on one thread than two (the GIL);
-    # large ones are shared out.
+    # Chunks of few multiply-adds are faster on one thread than two (the
+    # GIL); large ones are shared out (gaussmix._em.expanded_chunks).
     seen = []
     original = _em.reduce_chunks
 
@@ -242,12 +242,35 @@ def test_small_expanded_chunks_run_on_one_thread(monkeypatch):
     rng = np.random.default_rng(0)
     small = rng.normal(size=(20_000, 2))
     large = rng.normal(size=(300_000, 8))
-    for X, expected in ((small, 1), (large, None)):
+    for X, k, expected in ((small, 4, 1), (large, 4, 1), (large, 8, None)):
         seen.clear()
-        model = GaussianMixture(4, max_iter=2, tol=0.0, **start_params(X, 4, "full"))
+        model = GaussianMixture(k, max_iter=2, tol=0.0, **start_params(X, k, "full"))
         with pytest.warns(ConvergenceWarning):  # stopped early, on purpose
             model.fit(X)
-        assert seen and all(workers == expected for workers in seen), X.shape
+        assert seen and all(workers == expected for workers in seen), (X.shape, k)
+
+
+def test_expanded_chunks_keep_buffers_a_small_share_of_the_data():
+    """Every worker's buffers together: at most a fifth of the input, unless
+    that would be fewer than 256 rows per chunk or under 128 KiB."""
+    usable = _parallel.usable_cpus()
+    for n, d, k in [
+        (100_000, 2, 3),
+        (1_000_000, 16, 16),
+        (100_000, 16, 16),
+        (2_000_000, 4, 8),
+        (10_000, 2, 3),
+        (20_000, 64, 32),
+    ]:
+        n_expanded = 1 + d + d * (d + 1) // 2
+        for itemsize in (4, 8):
+            data_bytes = n * d * itemsize
+            rows, workers = _em.expanded_chunks(n_expanded, k, itemsize, data_bytes)
+            buffers = rows * (n_expanded + k + 4) * itemsize
+            buffers *= usable if workers is None else 1
+            allowed = max(data_bytes / 5, 2**17, 256 * buffers / rows)
+            assert 256 <= rows and buffers <= allowed, (n, d, k, itemsize)
+            assert (rows * itemsize) % 4096 != 0 and rows % 8 == 0
 
 
 def test_limited_blas_means_one_worker():

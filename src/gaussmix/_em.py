@@ -68,23 +68,30 @@ _LOG_2PI = math.log(2.0 * math.pi)
 # to help between the two matrix products (measured on cases (b)-(e) of
 # benchmarks/bench_em.py).
 _EXPANDED_BYTES = 2**22
-_EXPANDED_ROWS = (256, 8192)
-# Chunks may grow past _EXPANDED_ROWS[1] rows, up to this, where the features
-# are few (few components, few dimensions): fewer chunks, less per-chunk
-# Python overhead (case (e): 1.3x faster per iteration in float64, 1.7x in
-# float32, with 21736 rows than 8184) -- but only while every worker's
-# buffers together stay under this share of the input, so a fit's extra
-# memory stays a small fraction of the data.
-_EXPANDED_MAX_ROWS = 2**15
-_EXPANDED_SHARE = 1 / 8
-# Chunks of fewer features plus log-densities than this (values) are run by
-# one thread: each chunk makes some 30 NumPy calls, and two threads handing
-# the GIL back and forth between such short calls were slower than one
-# (case (a), 13 chunks of 74k values: 0.0028 s per iteration with two
-# workers, 0.0018 s with one; case (e) at 200k rows, chunks of 188k values:
-# no faster with two), while chunks of 400k values and more gained
-# 1.4-1.6x (cases (b), (c), (e) at full size).
-_THREADED_VALUES = 2**18
+# Rows per chunk: at least this many (narrower products run far below
+# BLAS's speed) and at most this many (beyond, fewer chunks no longer paid:
+# case (e) was 1.3x faster per iteration in float64, 1.7x in float32, with
+# 21736 rows than 8184, where the features are few).
+_EXPANDED_ROWS = (256, 2**15)
+# Every worker's buffers together (features, log-densities and four row
+# vectors per row) stay under this share of the input, so that a fit's extra
+# memory stays a small fraction of the data at any size (case (a): 1.5 MiB
+# of data, whose 8184-row buffers were 55% of it), or under
+# _EXPANDED_LEAST_BYTES, so that small inputs are not cut into tiny chunks.
+_EXPANDED_SHARE = 1 / 5
+_EXPANDED_LEAST_BYTES = 2**17
+# Chunks of fewer multiply-adds than this (rows x features x components, in
+# float64; float32 chunks need twice as many, since their calls take about
+# half as long) are run by one thread. Each chunk makes some 20 NumPy calls,
+# and two threads handing the GIL back and forth between short calls were
+# slower than one, or little faster. Milliseconds per E-step with one / two
+# workers (scratch measurements of gaussmix._em._expanded_e_step):
+# - case (e) at 200k rows, chunks of 5920 rows (0.7M multiply-adds):
+#   float64 7.3 / 7.7, float32 4.3 / 5.0;
+# - case (a) at 1M rows, 15384 rows (0.28M): 13.2 / 12.8 and 8.2 / 10.5;
+# - case (c) at 100k rows, 3016 rows (1.6M): 10.1 / 7.1 and 5.9 / 6.4;
+# - case (b) at 100k rows, 920 rows (2.3M): 33.2 / 18.4 and 17.8 / 12.6.
+_THREADED_MULTIPLY_ADDS = 2**20
 
 # OpenBLAS (the BLAS of NumPy's and SciPy's wheels) multiplies matrices of
 # at most a million multiply-adds (M * N * K) with faster kernels on x86-64:
@@ -143,14 +150,19 @@ def _chunks(n_samples: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n_samples))
 
 
-def expanded_rows(
+def expanded_chunks(
     n_expanded: int, n_components: int, itemsize: int, data_bytes: int
-) -> int:
-    """Rows per chunk of the expanded E-step, for data of ``data_bytes``.
+) -> tuple[int, int | None]:
+    """Rows per chunk of the expanded E-step and its workers (1, or None: all).
 
-    As many as ``_EXPANDED_BYTES`` allows, within ``_EXPANDED_ROWS``; past
-    its upper end only while every worker's buffers together stay under
-    ``_EXPANDED_SHARE`` of the data.
+    As many rows as ``_EXPANDED_BYTES`` allows, within ``_EXPANDED_ROWS``,
+    and fewer where every worker's buffers together would pass
+    ``_EXPANDED_SHARE`` of the data (and ``_EXPANDED_LEAST_BYTES``), but
+    never fewer than ``_EXPANDED_ROWS[0]``: case (d) at 20k rows, whose
+    buffers at a fifth of the data would be chunks of 56 rows, took an
+    E-step 1.2x longer in float64 and 1.45x in float32 than with 256.
+    Chunks too small to be worth a thread (``_THREADED_MULTIPLY_ADDS``) are
+    run by one worker, whose chunks may then be twice as long.
 
     A multiple of 8, and never one whose features are a multiple of 4 KiB
     apart: the rows of ``phi`` would then share cache sets, which made the
@@ -158,15 +170,29 @@ def expanded_rows(
     against 8184 in cases (c) and (e) of benchmarks/bench_em.py).
     """
     low, high = _EXPANDED_ROWS
-    row_bytes = itemsize * (n_expanded + n_components)
-    share = int(_EXPANDED_SHARE * data_bytes) // (row_bytes * usable_cpus())
-    high = max(high, min(_EXPANDED_MAX_ROWS, share))
-    rows = _EXPANDED_BYTES // row_bytes
-    rows = int(min(high, max(low, rows)))
-    rows -= rows % 8
+    values = n_expanded + n_components
+    budget = max(int(_EXPANDED_SHARE * data_bytes), _EXPANDED_LEAST_BYTES)
+    per_row = itemsize * (values + 4)  # features, log-densities, 4 row vectors
+    workers: int | None = None
+    rows = 0
+    for n_workers in (usable_cpus(), 1):
+        share = budget // (per_row * n_workers)
+        rows = max(low, min(share, high, _EXPANDED_BYTES // (itemsize * values)))
+        rows -= rows % 8
+        if n_workers == 1 or _worth_threads(rows, n_expanded, n_components, itemsize):
+            workers = None if n_workers > 1 else 1
+            break
     if (rows * itemsize) % 4096 == 0:
         rows -= 8
-    return rows
+    return rows, workers
+
+
+def _worth_threads(
+    rows: int, n_expanded: int, n_components: int, itemsize: int
+) -> bool:
+    """Whether chunks of ``rows`` rows are long enough to share among threads."""
+    work = rows * n_expanded * n_components * itemsize
+    return work >= 8 * _THREADED_MULTIPLY_ADDS
 
 
 class _Expansion(NamedTuple):
@@ -245,11 +271,6 @@ def _buffer_factory(
         X, X.shape[0] * (n_expanded + n_components), expansion.weights.dtype
     )
     return lambda: _ChunkBuffers(expansion, X.shape[1], rows, kernels)
-
-
-def _expanded_workers(rows: int, n_expanded: int, n_components: int) -> int | None:
-    """Threads for expanded chunks of ``rows`` rows: 1, or None (as many as allowed)."""
-    return 1 if rows * (n_expanded + n_components) < _THREADED_VALUES else None
 
 
 def _blocks(n: int, size: int) -> Iterator[slice]:
@@ -367,7 +388,11 @@ def _expanded_e_step(
 ) -> SufficientStatistics:
     n_components, n_expanded = expansion.weights.shape
     n_features = X.shape[1]
-    size = chunk_size or expanded_rows(n_expanded, n_components, X.itemsize, X.nbytes)
+    size, workers = expanded_chunks(n_expanded, n_components, X.itemsize, X.nbytes)
+    if chunk_size:
+        size = chunk_size
+        threaded = _worth_threads(size, n_expanded, n_components, X.itemsize)
+        workers = None if threaded else 1
     total = reduce_chunks(
         _buffer_factory(X, expansion, size),
         lambda buffers, rows: _expanded_chunk_statistics(
@@ -375,7 +400,7 @@ def _expanded_e_step(
         ),
         list(_chunks(X.shape[0], size)),
         operator.add,
-        n_workers=_expanded_workers(size, n_expanded, n_components),
+        n_workers=workers,
     )
     resp_sum, diff_sum, scatter = strategy.from_expanded(total.sums.T, n_features)
     if sample_weight is None:
@@ -422,7 +447,7 @@ def _expanded_log_prob_all(
 ) -> Array:
     """Weighted log-densities of every row (n x K), by the expanded form."""
     n_components, n_expanded = expansion.weights.shape
-    size = expanded_rows(n_expanded, n_components, X.itemsize, X.nbytes)
+    size, workers = expanded_chunks(n_expanded, n_components, X.itemsize, X.nbytes)
     return _write_rows(
         X,
         np.empty((X.shape[0], n_components), dtype=X.dtype),
@@ -431,7 +456,7 @@ def _expanded_log_prob_all(
         ),
         _buffer_factory(X, expansion, size),
         size,
-        _expanded_workers(size, n_expanded, n_components),
+        workers,
     )
 
 
@@ -509,7 +534,7 @@ def _per_row(
     expansion = _expansion(X.dtype, params, strategy)
     if expansion is not None:
         n_components, n_expanded = expansion.weights.shape
-        size = expanded_rows(n_expanded, n_components, X.itemsize, X.nbytes)
+        size, workers = expanded_chunks(n_expanded, n_components, X.itemsize, X.nbytes)
         return _write_rows(
             X,
             out,
@@ -520,7 +545,7 @@ def _per_row(
             ),
             _buffer_factory(X, expansion, size),
             size,
-            _expanded_workers(size, n_expanded, n_components),
+            workers,
         )
     n_components, n_features = params.means.shape
     return _write_rows(
