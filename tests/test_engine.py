@@ -354,6 +354,76 @@ def test_large_data_starts_from_kmeans_on_a_sample():
     )
 
 
+def test_distinct_integers_are_a_uniform_sample_in_little_memory():
+    import tracemalloc
+
+    from scipy.stats import chisquare
+
+    generator = np.random.default_rng(0)
+    counts = np.zeros(20)
+    pairs = np.zeros((20, 20))
+    for _ in range(4000):
+        chosen = _init.distinct_integers(generator, 20, 5)
+        assert chosen.size == 5 and np.all(np.diff(chosen) > 0)
+        assert 0 <= chosen[0] and chosen[-1] < 20
+        counts[chosen] += 1
+        pairs[np.ix_(chosen, chosen)] += 1
+    # Every value, and every pair of values, equally often.
+    assert chisquare(counts).pvalue > 1e-3
+    upper = pairs[np.triu_indices(20, 1)]
+    assert chisquare(upper).pvalue > 1e-3
+    for n, size in [(7, 7), (7, 0), (10**6, 62_500)]:
+        tracemalloc.start()
+        chosen = _init.distinct_integers(generator, n, size)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert chosen.size == size and np.unique(chosen).size == size
+        assert peak < 64 * size + 4096  # O(size), not 8 bytes per row of n
+    with pytest.raises(ValueError, match="distinct"):
+        _init.distinct_integers(generator, 5, 6)
+
+
+def test_kmeans_sample_is_sized_by_memory():
+    """At most a sixteenth of the rows and 65,536; fewer where the rows are
+    narrow, so that k-means's copies stay a sixth of the input."""
+    state = np.random.RandomState(0)
+    for n, n_features, k, expected in [
+        (100_000, 2, 5, 2777),  # 1/6 * 100000 * 16 / (2 * 16 + 64)
+        (1_000_000, 16, 5, 1_000_000 // 16),
+        (2_000_000, 16, 5, 2**16),
+        (500_000, 64, 5, 500_000 // 16),
+        (70_000, 1, 40, 64 * 40),  # at least 64 per component
+    ]:
+        rows = _init.sample_rows(None, n, k, state, 8 * n_features)
+        assert rows.size == expected, (n, n_features)
+        assert np.all(np.diff(rows) > 0) and rows[-1] < n
+    assert _init.sample_rows(None, _init.KMEANS_SAMPLE, 5, state, 16) is None
+
+
+def test_default_fit_of_a_small_input_keeps_its_extra_memory_small():
+    """Case (a) of benchmarks/bench_em.py (100k x 2, 1.5 MiB): a default fit,
+    sampled k-means start included, under a quarter of the input, and the
+    input unchanged (k-means centres its own copy of the sample in place)."""
+    import tracemalloc
+
+    _kernels.warm_up()
+    rng = np.random.RandomState(0)
+    n = 100_000
+    X = rng.normal(size=(n, 2)) * [1.0, 3.0] + 5.0 * rng.randint(3, size=(n, 1))
+    original = X.copy()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        with pytest.warns(ConvergenceWarning):
+            GaussianMixture(3, random_state=0, max_iter=3, tol=0).fit(X)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.25 * X.nbytes, peak / X.nbytes
+    np.testing.assert_array_equal(X, original)
+
+
 def test_sampled_kmeans_uses_only_positive_weights():
     rng = np.random.RandomState(1)
     n = _init.KMEANS_SAMPLE + 1000

@@ -667,38 +667,42 @@ def label_statistics(
     labels: Array | Callable[[slice], Array],
     shift: Array,
     strategy: CovarianceStrategy,
+    chunk_size: int | None = None,
 ) -> SufficientStatistics:
     """Statistics of hard labels (-1: no component), about ``shift`` (K x D).
 
     ``labels`` holds one label per row, or is a function giving the labels
-    of a slice of rows (so that they need not all exist at once).
+    of a slice of rows (so that they need not all exist at once), called
+    for chunks of ``chunk_size`` rows if given.
 
-    Each chunk is sorted by label, so every component's rows are one slice:
-    the cost is one pass over the rows, whatever the number of components.
+    Each component's rows of a chunk are gathered in their order, so the
+    sums are those of the rows sorted by label (stably), without a sorted
+    copy of the chunk: the temporaries are those of one component's rows.
     """
     labels_of_rows = labels if callable(labels) else labels.__getitem__
     n_components, n_features = shift.shape
-    size = chunk_rows(1, n_features, X.shape[0])
+    size = chunk_size or chunk_rows(1, n_features, X.shape[0])
     shift = shift.astype(X.dtype).astype(np.float64)
     shift_cast = shift.astype(X.dtype)
     scatter_shape = strategy.scatter_shape(n_components, n_features)
 
     def block(rows: slice) -> SufficientStatistics:
         chunk_labels = labels_of_rows(rows)
-        order = np.argsort(chunk_labels, kind="stable")
-        sorted_labels = chunk_labels[order]
-        bounds = np.searchsorted(sorted_labels, np.arange(n_components + 1))
-        Xs = X[rows][order]
-        ws = None if sample_weight is None else sample_weight[rows][order]
+        Xc = X[rows]
+        wc = None if sample_weight is None else sample_weight[rows]
         resp_sum = np.zeros(n_components)
         diff_sum = np.zeros((n_components, n_features))
         scatter = np.zeros(scatter_shape)
         for k in range(n_components):
-            lo, hi = bounds[k], bounds[k + 1]
-            if lo == hi:
+            members = np.flatnonzero(chunk_labels == k)
+            if members.size == 0:
                 continue
-            diffs = Xs[lo:hi] - shift_cast[k]
-            weights = np.ones(hi - lo, dtype=X.dtype) if ws is None else ws[lo:hi]
+            diffs = Xc[members]
+            diffs -= shift_cast[k]
+            if wc is None:
+                weights = np.ones(members.size, dtype=X.dtype)
+            else:
+                weights = wc[members]
             resp_sum[k] = np.sum(weights, dtype=np.float64)
             diff_sum[k] = weights @ diffs
             scatter[k] = strategy.scatter(diffs[None], weights[None])[0]

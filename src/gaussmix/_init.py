@@ -9,12 +9,12 @@ scikit-learn's, so the same ``random_state`` gives the same start, whatever
 holds the rows (:mod:`gaussmix._source`).
 
 On large data (more than ``KMEANS_SAMPLE`` rows with positive weight)
-k-means and k-means++ run on a uniform sample of a sixteenth of the rows
-(at least 64 per component, at most ``KMEANS_SAMPLE``), and every row is
-then labelled by its nearest centre. Such a sample places the centres about
-as well as all the rows, costs a fraction of one EM iteration, and keeps
-the initialisation's memory a small fraction of the input's; below that
-size the start is scikit-learn's, bit for bit.
+k-means and k-means++ run on a uniform sample of the rows (see
+:func:`sample_rows`), and every row is then labelled by its nearest centre.
+Such a sample places the centres about as well as all the rows, costs a
+fraction of one EM iteration, and keeps the initialisation's memory a
+small fraction of the input's; below that size the start is
+scikit-learn's, bit for bit.
 """
 
 from __future__ import annotations
@@ -44,7 +44,16 @@ __all__ = [
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 KMEANS_SAMPLE = 2**16
-_LABEL_ROWS = 8192
+# k-means on a sample of m rows of b bytes each holds about m * (2 b + 64)
+# bytes: our copy of the rows, scikit-learn's copy or per-row arrays, and
+# its labels, norms and distances (measured with tracemalloc: 64-91 bytes
+# per row for 2 features, 151 for 16, 535 for 64, with copy_x=False). The
+# sample is kept to this share of the input.
+_SAMPLE_SHARE = 1 / 6
+# Rows labelled by nearest centre per call: the labels are computed in these
+# windows everywhere (in memory, on Dask, on a device), so they are the same
+# bit for bit; the label statistics go window by window.
+_LABEL_ROWS = 4096
 
 
 def sample_rows(
@@ -52,23 +61,45 @@ def sample_rows(
     n_samples: int,
     n_components: int,
     random_state: np.random.RandomState,
+    row_bytes: int,
 ) -> Array | None:
     """Sorted rows to run k-means on, or None to use all of them.
 
-    A sixteenth of the rows (at least 64 per component, at most
-    ``KMEANS_SAMPLE``), so that k-means's copies of the sample stay a small
-    fraction of the input.
+    At most ``KMEANS_SAMPLE`` rows and a sixteenth of them, fewer where
+    k-means's memory for the sample would pass ``_SAMPLE_SHARE`` of the
+    input (rows of ``row_bytes`` bytes), and at least 64 per component.
     """
     candidates = None if sample_weight is None else np.flatnonzero(sample_weight > 0)
     n_candidates = n_samples if candidates is None else candidates.size
     if n_candidates <= KMEANS_SAMPLE:
         return None
-    size = min(KMEANS_SAMPLE, max(n_candidates // 16, 64 * n_components))
-    # A Generator seeded from the RandomState draws without replacement in
-    # O(size) memory (RandomState.choice permutes all n rows).
+    affordable = int(_SAMPLE_SHARE * n_candidates * row_bytes) // (2 * row_bytes + 64)
+    size = min(KMEANS_SAMPLE, n_candidates // 16, affordable)
+    size = max(size, 64 * n_components)
     generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-    chosen = np.sort(generator.choice(n_candidates, size=size, replace=False))
+    chosen = distinct_integers(generator, n_candidates, size)
     return chosen if candidates is None else candidates[chosen]
+
+
+def distinct_integers(generator: np.random.Generator, n: int, size: int) -> Array:
+    """``size`` distinct integers of ``range(n)``, uniformly, sorted.
+
+    In O(size) memory: ``Generator.choice(n, size, replace=False)`` holds
+    all of ``range(n)`` (8 bytes per row) when ``size > n / 50``. Draws
+    with replacement until ``size`` distinct values are in hand, then keeps
+    a uniform subset of them; every step treats all values alike, so every
+    subset of ``size`` values is equally likely.
+    """
+    if not 0 <= size <= n:
+        raise ValueError(f"cannot draw {size} distinct integers below {n}")
+    chosen = np.empty(0, dtype=np.int64)
+    while chosen.size < size:
+        missing = size - chosen.size
+        draws = generator.integers(0, n, size=missing + missing // 8 + 16)
+        chosen = np.unique(np.concatenate([chosen, draws]))
+    if chosen.size > size:
+        chosen = np.sort(generator.choice(chosen, size=size, replace=False))
+    return chosen
 
 
 def nearest(X: Array, centres: Array) -> Array:
@@ -122,7 +153,8 @@ def initial_statistics(
     n_samples = source.n_samples
     if method in ("kmeans", "k-means++"):
         weights = source.host_weights()
-        rows = sample_rows(weights, n_samples, n_components, random_state)
+        row_bytes = source.n_features * np.dtype(source.dtype).itemsize
+        rows = sample_rows(weights, n_samples, n_components, random_state, row_bytes)
         if method == "kmeans":
             centres, labels = source.kmeans(rows, n_components, random_state)
             if labels is not None:

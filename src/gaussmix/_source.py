@@ -41,7 +41,7 @@ from ._em import (
     resp_statistics,
 )
 from ._em import log_density as row_log_density
-from ._init import nearest, nearest_of_rows
+from ._init import _LABEL_ROWS, nearest, nearest_of_rows
 from ._stats import SufficientStatistics
 
 Array = np.ndarray
@@ -131,7 +131,15 @@ class RowSource:
         rows to the host; a source on an accelerator runs it there.
         """
         Xs, ws = self.take(np.arange(self.n_samples) if rows is None else rows)
-        fitted = KMeans(n_clusters=n_components, n_init=1, random_state=random_state)
+        # A sample (fewer rows than all) is taken as a copy, so scikit-learn
+        # may centre it in place rather than copy it again (the result is
+        # the same, bit for bit).
+        fitted = KMeans(
+            n_clusters=n_components,
+            n_init=1,
+            random_state=random_state,
+            copy_x=rows is None,
+        )
         fitted.fit(Xs, sample_weight=ws)
         return fitted.cluster_centers_, fitted.labels_ if rows is None else None
 
@@ -321,13 +329,15 @@ class ArraySource(RowSource):
         self, centres: Array, strategy: CovarianceStrategy
     ) -> SufficientStatistics:
         # Label chunk by chunk as the sums go: no label per row is kept, so
-        # a memory-mapped X costs no memory in proportion to its rows.
+        # a memory-mapped X costs no memory in proportion to its rows. One
+        # chunk per labelling window: each window is labelled once.
         return label_statistics(
             self.X,
             self.sample_weight,
             nearest_of_rows(self.X, centres),
             centres,
             strategy,
+            chunk_size=_LABEL_ROWS,
         )
 
     def n_effective(self) -> int:
