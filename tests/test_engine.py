@@ -400,30 +400,6 @@ def test_kmeans_sample_is_sized_by_memory():
     assert _init.sample_rows(None, _init.KMEANS_SAMPLE, 5, state, 16) is None
 
 
-def test_default_fit_of_a_small_input_keeps_its_extra_memory_small():
-    """Case (a) of benchmarks/bench_em.py (100k x 2, 1.5 MiB): a default fit,
-    sampled k-means start included, under a quarter of the input, and the
-    input unchanged (k-means centres its own copy of the sample in place)."""
-    import tracemalloc
-
-    _kernels.warm_up()
-    rng = np.random.RandomState(0)
-    n = 100_000
-    X = rng.normal(size=(n, 2)) * [1.0, 3.0] + 5.0 * rng.randint(3, size=(n, 1))
-    original = X.copy()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        with pytest.warns(ConvergenceWarning):
-            GaussianMixture(3, random_state=0, max_iter=3, tol=0).fit(X)
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
-    assert peak < 0.25 * X.nbytes, peak / X.nbytes
-    np.testing.assert_array_equal(X, original)
-
-
 def test_sampled_kmeans_uses_only_positive_weights():
     rng = np.random.RandomState(1)
     n = _init.KMEANS_SAMPLE + 1000
@@ -440,9 +416,17 @@ def test_sampled_kmeans_uses_only_positive_weights():
     assert np.all(np.abs(means) < 100.0)
 
 
-def test_extra_memory_of_a_default_fit_is_a_small_share_of_the_input():
+@pytest.mark.parametrize(
+    "n, n_features, n_components",
+    [(600_000, 8, 4), (100_000, 2, 3)],  # the second: case (a), 1.5 MiB
+)
+def test_extra_memory_of_a_default_fit_is_a_small_share_of_the_input(
+    n, n_features, n_components
+):
     """No N x K x D, N x D or N x F temporaries: the fit's extra peak memory
-    (k-means included) stays under a quarter of the input's size.
+    (the sampled k-means start included) stays under a quarter of the
+    input's size, and the input is unchanged (k-means centres its own copy
+    of the sample in place).
 
     The compiled kernels, where numba is installed, are compiled first:
     numba's compiler allocates some 35 MB once per process, whatever the
@@ -451,15 +435,17 @@ def test_extra_memory_of_a_default_fit_is_a_small_share_of_the_input():
 
     _kernels.warm_up()
     rng = np.random.RandomState(0)
-    n = 600_000
-    X = rng.normal(size=(n, 8)) + 6.0 * rng.randint(4, size=(n, 1))
+    X = rng.normal(size=(n, n_features)) * rng.uniform(0.5, 3.0, n_features)
+    X += 6.0 * rng.randint(n_components, size=(n, 1))
+    original = X.copy()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
         with pytest.warns(ConvergenceWarning):
-            GaussianMixture(4, random_state=0, max_iter=3, tol=0).fit(X)
+            GaussianMixture(n_components, random_state=0, max_iter=3, tol=0).fit(X)
         peak = tracemalloc.get_traced_memory()[1] - before
     finally:
         tracemalloc.stop()
     assert peak < 0.25 * X.nbytes, peak / X.nbytes
+    np.testing.assert_array_equal(X, original)
