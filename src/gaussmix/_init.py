@@ -50,9 +50,12 @@ KMEANS_SAMPLE = 2**16
 # per row for 2 features, 151 for 16, 535 for 64, with copy_x=False). The
 # sample is kept to this share of the input.
 _SAMPLE_SHARE = 1 / 6
-# Rows labelled by nearest centre per call: the labels are computed in these
-# windows everywhere (in memory, on Dask, on a device), so they are the same
-# bit for bit; the label statistics go window by window.
+# Rows labelled by nearest centre per call, by :func:`nearest` and
+# :func:`nearest_of_rows` alike (the same windows, so the same labels, bit
+# for bit). In memory the label statistics are summed one window per chunk,
+# so each window is labelled once and its temporaries stay small (4096 rows:
+# 17% of case (a)'s 1.5 MiB input; 2048-row windows cost case (b) 1.7x the
+# time in scikit-learn's per-call checks).
 _LABEL_ROWS = 4096
 
 
