@@ -388,11 +388,12 @@ def _expanded_e_step(
 ) -> SufficientStatistics:
     n_components, n_expanded = expansion.weights.shape
     n_features = X.shape[1]
-    size, workers = expanded_chunks(n_expanded, n_components, X.itemsize, X.nbytes)
     if chunk_size:
         size = chunk_size
         threaded = _worth_threads(size, n_expanded, n_components, X.itemsize)
         workers = None if threaded else 1
+    else:
+        size, workers = expanded_chunks(n_expanded, n_components, X.itemsize, X.nbytes)
     total = reduce_chunks(
         _buffer_factory(X, expansion, size),
         lambda buffers, rows: _expanded_chunk_statistics(

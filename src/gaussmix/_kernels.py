@@ -4,11 +4,11 @@ With numba installed (``pip install 'gaussmix[fast]'``), large E-steps build
 their quadratic features and normalise their responsibilities with the
 compiled loops of :mod:`gaussmix._compiled` instead of a dozen NumPy calls
 per chunk: fewer passes over memory, and the GIL released throughout. The
-results are bitwise the same; only the speed differs (10-16% less time per
-EM iteration in cases (b)-(e) of ``benchmarks/bench_em.py``, one thread).
+results are bitwise the same; only the speed differs (an EM iteration
+1.08-1.33x faster in cases (b)-(e) of ``benchmarks/bench_em.py``).
 
-Compiling costs about a second the first time (numba caches the machine
-code on disk; later processes load it in about 0.2 s), so the kernels are
+Compiling costs about 2 s the first time (numba caches the machine code on
+disk; later processes load it in about 0.3 s), so the kernels are
 used only for E-steps of at least ``_MIN_VALUES`` feature values, where an
 iteration takes tens of milliseconds or more. Set the environment variable
 ``GAUSSMIX_NUMBA=0`` to keep to NumPy.
@@ -82,7 +82,10 @@ def describe() -> str:
     if _load() is not None:
         import numba
 
-        return f"numba {numba.__version__}, on for E-steps of >= 2**24 values"
+        return (
+            f"numba {numba.__version__}, on for E-steps of >= "
+            f"{_MIN_VALUES:,} feature values"
+        )
     if os.environ.get(ENV_VAR, "1").strip() == "0":
         return f"off ({ENV_VAR}=0)"
     return "off (numba is not installed: pip install 'gaussmix[fast]')"
