@@ -1,5 +1,8 @@
-"""The optional compiled kernels (numba) give NumPy's results, bit for bit."""
+"""The optional compiled kernels (numba) give NumPy's results: the features
+bit for bit, the responsibilities to a few units in the last place (the
+kernels' own exp)."""
 
+import math
 import os
 import subprocess
 import sys
@@ -50,12 +53,47 @@ def _log_probs(dtype, n_components=7, n=300, seed=0):
     return log_prob
 
 
+# The kernels' exp: its relative error, in units of the dtype's eps.
+EXP_ERROR = {np.float64: 2.0, np.float32: 1.0}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_is_within_its_error_bound_of_the_c_library(compiled, dtype):
+    """Over its whole domain [log(tiny), 0], its edges, the boundaries of
+    its range reduction (odd multiples of log(2)/2), and NaN. The reference
+    is the C library's exp (math.exp) in float64, rounded for float32."""
+    floor = _em._min_log_resp(np.dtype(dtype))
+    rng = np.random.default_rng(7)
+    halves = np.log(2.0) / 2 * np.arange(1, 2 * int(-floor / np.log(2)), 2)
+    x = np.concatenate(
+        [
+            np.linspace(floor, 0.0, 200_001),
+            -rng.exponential(3.0, 100_000),
+            -halves,
+            np.nextafter(-halves, 0.0),
+            np.nextafter(-halves, -1.0),
+            [0.0, -0.0, floor, -1e-300, -np.finfo(dtype).tiny],
+        ]
+    )
+    x = x[x >= floor].astype(dtype)
+    out = np.empty_like(x)
+    compiled.exp_array(x, out)
+    reference = np.array([math.exp(v) for v in x.astype(np.float64)])
+    error = np.abs(out.astype(np.float64) - reference) / reference
+    assert error.max() <= EXP_ERROR[dtype] * np.finfo(dtype).eps
+    assert np.all(out[x == 0] == 1.0)  # exactly, as NumPy's
+    nan = np.full(3, np.nan, dtype=dtype)
+    compiled.exp_array(nan.copy(), nan)
+    assert np.isnan(nan).all()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [300, 257, 1])
-def test_normalise_is_numpy_bit_for_bit(compiled, dtype, n):
+def test_normalise_agrees_with_numpy(compiled, dtype, n):
     """Responsibilities and log p(x), over all or the first n columns of
     the buffers (the last, shorter chunk), with NaN, infinities and
-    underflowing rows."""
+    underflowing rows: the same NaN, exact ones where NumPy's are exact, and
+    within a few eps elsewhere."""
     log_prob = _log_probs(dtype)
     expansion = _em._Expansion(
         np.zeros((7, 3), dtype), np.zeros(1, dtype), np.zeros(1), 1, ([0], [0])
@@ -68,13 +106,17 @@ def test_normalise_is_numpy_bit_for_bit(compiled, dtype, n):
             log_norm = _em._normalise(buffers.log_prob[:, :n], buffers).copy()
         results.append((buffers.log_prob[:, :n].copy(), log_norm))
     (resp, log_norm), (resp_k, log_norm_k) = results
-    assert resp.dtype == resp_k.dtype == dtype
-    np.testing.assert_array_equal(resp_k, resp)
-    np.testing.assert_array_equal(log_norm_k, log_norm)
+    assert resp.dtype == resp_k.dtype == log_norm_k.dtype == dtype
+    eps = np.finfo(dtype).eps
+    # Each responsibility: its exp, the sum of K of them, one division.
+    np.testing.assert_allclose(resp_k, resp, rtol=(EXP_ERROR[dtype] + 3) * eps, atol=0)
+    np.testing.assert_allclose(log_norm_k, log_norm, rtol=4 * eps, atol=4 * eps)
+    assert np.array_equal(np.isnan(resp_k), np.isnan(resp))
+    assert np.array_equal(resp_k == 1.0, resp == 1.0)
     if n > 9:  # the awkward rows were there, and came out as they should
-        assert np.isnan(resp[:, 5]).all() and np.isnan(log_norm[5])
-        assert resp[3, 9] == 1.0 and np.all(resp[:, 9].sum() == 1.0)
-        np.testing.assert_allclose(resp[:, 8], 1 / 7, rtol=1e-6)
+        assert np.isnan(resp_k[:, 5]).all() and np.isnan(log_norm_k[5])
+        assert resp_k[3, 9] == 1.0 and np.all(resp_k[:, 9].sum() == 1.0)
+        np.testing.assert_allclose(resp_k[:, 8], 1 / 7, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -116,10 +158,18 @@ def _fits(X, covariance_type, sample_weight=None, **kwargs):
     return gm, gm.predict_proba(X[:500]), gm.score_samples(X[:500])
 
 
+# Whole fits with and without the kernels: relative difference allowed.
+# Their exp differs by an eps or two, which eight EM iterations carry along:
+# up to 1e-13 (float64) and 2e-5 (float32) measured; float32 is held to its
+# accuracy target against float64 (README, Speed).
+FIT_RTOL = {np.float64: 1e-12, np.float32: 1e-4}
+FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize("weighted", [False, True])
-def test_whole_fits_are_the_same_with_and_without_kernels(
+def test_whole_fits_agree_with_and_without_kernels(
     monkeypatch, always, dtype, covariance_type, weighted
 ):
     """EM in threads over several chunks; the expanded E-step throughout."""
@@ -128,28 +178,31 @@ def test_whole_fits_are_the_same_with_and_without_kernels(
     X = (rng.normal(size=(n, 6)) + 4.0 * rng.integers(3, size=(n, 1))).astype(dtype)
     weights = rng.uniform(0, 3, n) if weighted else None
     calls = []
-    scale = always.scale
-    monkeypatch.setattr(always, "scale", lambda *a: calls.append(1) or scale(*a))
+    normalise = always.normalise
+    monkeypatch.setattr(
+        always, "normalise", lambda *a: calls.append(1) or normalise(*a)
+    )
     with_kernels = _fits(X, covariance_type, weights)
     assert len(calls) > 8  # chunks x iterations: the kernels did run
     monkeypatch.setattr(_kernels, "_module", None)
     without = _fits(X, covariance_type, weights)
     gm_k, proba_k, score_k = with_kernels
     gm, proba, score = without
-    assert gm_k.lower_bound_ == gm.lower_bound_
-    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
-        np.testing.assert_array_equal(getattr(gm_k, name), getattr(gm, name))
-    np.testing.assert_array_equal(proba_k, proba)
-    np.testing.assert_array_equal(score_k, score)
+    rtol = FIT_RTOL[dtype]
+    np.testing.assert_allclose(gm_k.lower_bound_, gm.lower_bound_, rtol=rtol)
+    pairs = [(getattr(gm_k, name), getattr(gm, name)) for name in FITTED]
+    for ours, numpy_only in [*pairs, (proba_k, proba), (score_k, score)]:
+        # Norm-wise: relative to the largest entry.
+        atol = rtol * np.abs(numpy_only).max()
+        np.testing.assert_allclose(ours, numpy_only, rtol=0, atol=atol)
 
 
-def test_read_only_and_memory_mapped_data(monkeypatch, always, tmp_path):
+def test_read_only_and_memory_mapped_data(always, tmp_path):
     rng = np.random.default_rng(4)
     X = rng.normal(size=(5000, 3)) + 5.0 * rng.integers(2, size=(5000, 1))
     np.save(tmp_path / "X.npy", X)
     mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
     gm_mapped = _fits(mapped, "full")[0]
-    monkeypatch.setattr(_kernels, "_module", None)
     gm = _fits(X, "full")[0]
     np.testing.assert_array_equal(gm_mapped.means_, gm.means_)
 

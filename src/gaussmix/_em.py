@@ -327,11 +327,16 @@ def _normalise(log_prob: Array, buffers: _ChunkBuffers) -> Array:
         np.divide(1.0, total, out=inverse)
         np.multiply(log_prob, inverse, out=log_prob)
     else:
-        # The same operations in the same order, fused (gaussmix._compiled);
-        # NumPy's exp is vectorised, numba's is not.
-        kernels.shift_clamp(buffers.log_prob, n, buffers.top, buffers.floor[0])
-        np.exp(log_prob, out=log_prob)
-        kernels.scale(buffers.log_prob, n, buffers.total, buffers.inverse)
+        # The same passes, fused block by block in cache, with an exp of
+        # our own (gaussmix._compiled.exp_normal).
+        kernels.normalise(
+            buffers.log_prob,
+            n,
+            buffers.top,
+            buffers.total,
+            buffers.inverse,
+            buffers.floor[0],
+        )
     np.log(total, out=total)
     total += top
     return total

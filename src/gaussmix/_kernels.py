@@ -133,8 +133,6 @@ def _compile(kernels: ModuleType) -> None:
         kernels.quadratic(first, second, phi, 1, 3)
         log_prob = np.ones((2, 3), dtype=dtype)
         work = np.zeros((3, 3), dtype=dtype)
-        kernels.shift_clamp(log_prob, 3, work[0], work[1, 0])
-        np.exp(log_prob, out=log_prob)
-        kernels.scale(log_prob, 3, work[0], work[1])
+        kernels.normalise(log_prob, 3, work[0], work[1], work[2], dtype(-1.0))
         if not (log_prob == 0.5).all():
             raise RuntimeError("the compiled kernels gave a wrong result")
