@@ -148,6 +148,106 @@ def test_features_are_numpy_bit_for_bit(compiled, dtype, covariance_type):
         np.testing.assert_array_equal(log_prob_k, log_prob)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 7, 5), (40, 300, 17), (129, 65, 2)])
+def test_blas_products_called_from_the_kernels(compiled, dtype, shape):
+    """The kernels' own call of BLAS's gemm against NumPy's matmul."""
+    m, k, n = shape
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(m, k)).astype(dtype)
+    b = rng.normal(size=(k, n)).astype(dtype)
+    out = np.full((m, n), np.nan, dtype=dtype)
+    gemm, ints, _ = compiled.blas_gemm(np.dtype(dtype))
+    compiled.matmul(gemm, ints, a, b, out)
+    # Each entry within k roundings of the exact product, norm-wise.
+    scale = np.abs(a) @ np.abs(b)
+    assert np.all(np.abs(out - a @ b) <= 2 * k * np.finfo(dtype).eps * scale)
+
+
+def test_blas_from_scipy_where_numpy_carries_none(monkeypatch, compiled):
+    """A NumPy built against another BLAS: SciPy's gemm (32-bit integers)."""
+    gemm, ints, source = compiled.blas_gemm(np.dtype(np.float64))
+    assert gemm and (source, ints.dtype) in (("numpy", np.int64), ("scipy", np.int32))
+    compiled.blas_gemm.cache_clear()
+    monkeypatch.setattr(compiled, "_NUMPY_GEMM", {"s": "absent", "d": "absent"})
+    try:
+        gemm, ints, source = compiled.blas_gemm(np.dtype(np.float64))
+        assert (source, ints.dtype) == ("scipy", np.int32)
+        a, b = np.arange(6.0).reshape(2, 3), np.arange(12.0).reshape(3, 4)
+        out = np.zeros((2, 4))
+        compiled.matmul(gemm, ints, a, b, out)
+        np.testing.assert_array_equal(out, a @ b)  # small integers: exact
+    finally:
+        compiled.blas_gemm.cache_clear()
+
+
+def _chunk_statistics(X, weights, expansion, kernels, rows, width, blocks):
+    strategy = get_covariance("full")
+    buffers = _em._ChunkBuffers(expansion, X.shape[1], width, kernels)
+    buffers.log_prob_block, buffers.sums_block = blocks
+    if kernels is not None:
+        buffers.blocks[:] = blocks
+    with np.errstate(under="ignore"):
+        return _em._expanded_chunk_statistics(
+            X, weights, expansion, strategy, buffers, rows
+        )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("blocks", [(0, 0), (256, 904)])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_a_chunk_agrees_with_numpy(compiled, dtype, weighted, blocks, order):
+    """One call of the compiled chunk against the NumPy path's twenty: the
+    statistics, the log-likelihood and the worst-explained row, for a chunk
+    shorter than its work arrays, its products in one block or several
+    (BLAS called with leading dimensions and offsets), weights with zeros,
+    and data in either memory order."""
+    rng = np.random.default_rng(6)
+    n_rows = 6000
+    X = rng.normal(size=(n_rows, 4)) * [1.0, 2.0, 0.5, 3.0]
+    X += 5.0 * rng.integers(3, size=(n_rows, 1))
+    X = np.asarray(X, dtype=dtype, order=order)
+    params = start_params(X.astype(np.float64), 3, "full", seed=1)
+    gm = GaussianMixture(3, max_iter=1, **params)
+    with pytest.warns(ConvergenceWarning):
+        gm.fit(X)
+    expansion = _em._expansion(
+        np.dtype(dtype),
+        _em.Params(gm.weights_, gm.means_, gm.covariances_, gm.precisions_cholesky_),
+        get_covariance("full"),
+    )
+    assert expansion is not None
+    rows = slice(1500, 3999)  # 2499 rows in work arrays of 2504
+    weights = None
+    if weighted:
+        weights = rng.uniform(0.0, 2.0, n_rows).astype(dtype)
+        weights[rng.choice(n_rows, 500, replace=False)] = 0.0
+        # The worst-explained row does not count where its weight is zero.
+        unweighted = _chunk_statistics(X, None, expansion, None, rows, 2504, blocks)
+        weights[unweighted.worst[1]] = 0.0
+    numpy_only, ours = (
+        _chunk_statistics(X, weights, expansion, kernels, rows, 2504, blocks)
+        for kernels in (None, compiled)
+    )
+    eps = float(np.finfo(dtype).eps)
+    # The responsibilities differ by (EXP_ERROR + 3) eps (the exp); the
+    # products are the same BLAS's, in the same blocks.
+    atol = 2 * (EXP_ERROR[dtype] + 3) * eps * np.abs(numpy_only.sums).max()
+    np.testing.assert_allclose(ours.sums, numpy_only.sums, rtol=0, atol=atol)
+    # log p(x) per row within 4 eps (test_normalise_agrees_with_numpy),
+    # summed in another order: a sequential sum of n terms is within n eps
+    # of the whole (every term has the same sign here).
+    n = rows.stop - rows.start
+    bound = (4 * eps + n * np.finfo(np.float64).eps) * abs(numpy_only.loglik_sum)
+    assert abs(ours.loglik_sum - numpy_only.loglik_sum) <= bound
+    assert ours.worst[1] == numpy_only.worst[1]
+    assert ours.worst[0] == pytest.approx(numpy_only.worst[0], rel=4 * eps)
+    assert rows.start <= ours.worst[1] < rows.stop
+    if weighted:
+        assert weights[ours.worst[1]] > 0
+
+
 def _fits(X, covariance_type, sample_weight=None, **kwargs):
     params = start_params(X.astype(np.float64), 4, covariance_type, seed=2)
     gm = GaussianMixture(
@@ -178,9 +278,9 @@ def test_whole_fits_agree_with_and_without_kernels(
     X = (rng.normal(size=(n, 6)) + 4.0 * rng.integers(3, size=(n, 1))).astype(dtype)
     weights = rng.uniform(0, 3, n) if weighted else None
     calls = []
-    normalise = always.normalise
+    chunk = always.expanded_chunk
     monkeypatch.setattr(
-        always, "normalise", lambda *a: calls.append(1) or normalise(*a)
+        always, "expanded_chunk", lambda *a: calls.append(1) or chunk(*a)
     )
     with_kernels = _fits(X, covariance_type, weights)
     assert len(calls) > 8  # chunks x iterations: the kernels did run
@@ -262,7 +362,8 @@ def _large_data():
 
 
 def test_a_large_fit_without_numba_installed(monkeypatch, always):
-    """As if numba were not installed: NumPy does the work, same result."""
+    """As if numba were not installed: NumPy does the work, the same result
+    to rounding (the kernels' exp and order of summation)."""
     script = (
         "import sys; sys.modules['numba'] = None; "
         "import warnings, numpy as np; from gaussmix import GaussianMixture, _kernels; "
@@ -280,7 +381,10 @@ def test_a_large_fit_without_numba_installed(monkeypatch, always):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         here = GaussianMixture(3, random_state=0, max_iter=5).fit(_large_data())
-    assert float(lower_bound) == here.lower_bound_  # here with the kernels
+    # Here with the kernels.
+    assert float(lower_bound) == pytest.approx(
+        here.lower_bound_, rel=FIT_RTOL[np.float64], abs=0.0
+    )
 
 
 def test_a_failing_compiler_falls_back_to_numpy(monkeypatch, compiled):

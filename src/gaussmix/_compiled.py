@@ -1,8 +1,12 @@
-"""The expanded E-step's memory-bound passes, compiled by numba.
+"""The expanded E-step's work on a chunk, compiled by numba.
 
 Imported only through :mod:`gaussmix._kernels`, and only where numba is
-installed. Each function does, in one or two passes over a chunk, what the
-NumPy path of :mod:`gaussmix._em` does in several calls. The features are
+installed. :func:`expanded_chunk` does in one call, with the GIL released
+throughout, what the NumPy path of :mod:`gaussmix._em` does in some twenty
+calls per chunk: its matrix products call BLAS's ``gemm`` directly
+(:func:`_gemm`), the same library NumPy uses where it can be found. The
+other functions are its passes, each doing in one or two passes what the
+NumPy path does in several calls. The features are
 built with the same floating-point operations in the same order, so they
 are bitwise equal to NumPy's (tested); the responsibilities are normalised
 with an ``exp`` of our own (:func:`exp_normal`), vectorised where NumPy's
@@ -17,12 +21,16 @@ exception on division by zero).
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import importlib
 import math
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba.core import cgutils
+from numba.extending import get_cython_function_address, intrinsic, overload
 
 # Columns per block: a block of every row stays in the first-level cache
 # between the passes over it.
@@ -211,3 +219,260 @@ def normalise(log_prob, n, top, total, inverse, floor):  # pragma: no cover
             row = log_prob[k, start:stop]
             for j in range(m):
                 row[j] *= inv[j]
+
+
+# BLAS's gemm, as NumPy's own wheels carry it (the scipy-openblas library,
+# 64-bit integers), looked up through NumPy's core module: the products then
+# run with the library, kernels and thread setting that NumPy's matmul
+# uses. Elsewhere (a NumPy built against another BLAS), SciPy's Cython
+# interface to its BLAS (32-bit integers), which is public.
+_NUMPY_GEMM = {"s": "scipy_sgemm_64_", "d": "scipy_dgemm_64_"}
+
+
+@functools.cache
+def blas_gemm(dtype: np.dtype) -> tuple[int, np.ndarray, str]:
+    """Address of BLAS's ``?gemm`` for ``dtype``, a (0,) array of its integer
+    type, and where it comes from ("numpy" or "scipy")."""
+    kind = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}[np.dtype(dtype)]
+    for name in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
+        try:
+            core = importlib.import_module(name)
+            symbol = getattr(ctypes.CDLL(core.__file__), _NUMPY_GEMM[kind])
+        except (ImportError, AttributeError, OSError):
+            continue
+        address: int | None = ctypes.cast(symbol, ctypes.c_void_p).value
+        if address:
+            return address, np.empty(0, np.int64), "numpy"
+    address = get_cython_function_address("scipy.linalg.cython_blas", kind + "gemm")
+    return address, np.empty(0, np.int32), "scipy"
+
+
+@intrinsic
+def _gemm(
+    typingctx,
+    address,
+    ints,
+    trans_a,
+    trans_b,
+    m,
+    n,
+    k,
+    a,
+    a_at,
+    lda,
+    b,
+    b_at,
+    ldb,
+    c,
+    c_at,
+    ldc,
+):  # pragma: no cover - compiled
+    """BLAS's column-major ``c = op(a) @ op(b)`` through the ``gemm`` at
+    ``address``, whose integers are those of the array ``ints``.
+
+    ``a``, ``b``, ``c`` are arrays of one dtype, entered at the flat offsets
+    ``a_at``, ``b_at``, ``c_at`` (from their first element) with leading
+    dimensions ``lda``, ``ldb``, ``ldc``; ``trans_a``, ``trans_b`` are
+    ``ord("N")`` or ``ord("T")``; alpha is 1 and beta 0. Every argument goes
+    by reference, as in Fortran.
+    """
+    arrays = (a, b, c)
+    if not all(isinstance(t, types.Array) for t in (ints, *arrays)):
+        return None
+    dtype = c.dtype
+    if dtype not in (types.float32, types.float64):
+        return None
+    if any(t.dtype != dtype for t in arrays):
+        return None
+    integer = ints.dtype
+    signature = types.void(
+        address,
+        ints,
+        trans_a,
+        trans_b,
+        m,
+        n,
+        k,
+        a,
+        a_at,
+        lda,
+        b,
+        b_at,
+        ldb,
+        c,
+        c_at,
+        ldc,
+    )
+
+    def codegen(context, builder, sig, args):
+        byte_pointer = ir.IntType(8).as_pointer()
+        values = list(zip(args, sig.args, strict=True))
+
+        def by_reference(index, to_type):
+            value, from_type = values[index]
+            slot = cgutils.alloca_once(builder, context.get_value_type(to_type))
+            builder.store(context.cast(builder, value, from_type, to_type), slot)
+            return builder.bitcast(slot, byte_pointer)
+
+        def constant(value):
+            slot = cgutils.alloca_once(builder, context.get_value_type(dtype))
+            builder.store(context.get_constant(dtype, value), slot)
+            return builder.bitcast(slot, byte_pointer)
+
+        def element(index):
+            (array, array_type), (at, at_type) = values[index], values[index + 1]
+            data = context.make_array(array_type)(context, builder, array).data
+            offset = context.cast(builder, at, at_type, types.intp)
+            return builder.bitcast(builder.gep(data, [offset]), byte_pointer)
+
+        function_type = ir.FunctionType(ir.VoidType(), [byte_pointer] * 13)
+        target = context.cast(builder, args[0], sig.args[0], types.intp)
+        function = builder.inttoptr(target, function_type.as_pointer())
+        builder.call(
+            function,
+            [
+                by_reference(2, types.uint8),
+                by_reference(3, types.uint8),
+                by_reference(4, integer),
+                by_reference(5, integer),
+                by_reference(6, integer),
+                constant(1.0),
+                element(7),
+                by_reference(9, integer),
+                element(10),
+                by_reference(12, integer),
+                constant(0.0),
+                element(13),
+                by_reference(15, integer),
+            ],
+        )
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+_N = ord("N")
+_T = ord("T")
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def matmul(gemm, ints, a, b, out):  # pragma: no cover - compiled
+    """``out = a @ b`` for C-contiguous matrices, through :func:`_gemm` (for
+    tests and the check at load time)."""
+    m, k = a.shape
+    n = b.shape[1]
+    # Row-major out = a b is column-major out^T = b^T a^T.
+    _gemm(gemm, ints, _N, _N, n, m, k, b, 0, n, a, 0, k, out, 0, n)
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+def expanded_chunk(
+    X,
+    first_row,
+    centre,
+    first,
+    second,
+    z_row,
+    weights,
+    sample_weight,
+    phi,
+    log_prob,
+    top,
+    total,
+    inverse,
+    floor,
+    product,
+    sums,
+    blocks,
+    gemm,
+    ints,
+):  # pragma: no cover - compiled
+    """One chunk of the expanded E-step, the rows ``X`` (C-contiguous), which
+    start at row ``first_row`` of the data.
+
+    As ``gaussmix._em._expanded_chunk_statistics`` does with NumPy: the
+    features ``phi`` (F x n) of the centred rows, the weighted
+    log-densities ``weights @ phi`` in column blocks of ``blocks[0]`` (0:
+    one), normalised to responsibilities in place (each column scaled by
+    ``sample_weight`` unless that is empty), and ``sums += phi @ resp.T``
+    (F x K, float64) in column blocks of ``blocks[1]`` through ``product``.
+    The work arrays have at least n columns. Returns the sum of the rows'
+    log-likelihoods (weighted), and the lowest (where the weight is not
+    zero) with its row in the data: NaN first, then the first lowest.
+    """
+    n, n_features = X.shape
+    n_components, n_expanded = weights.shape
+    width = phi.shape[1]
+    if n > width or log_prob.shape[1] != width:
+        raise ValueError("a chunk wider than its work arrays")
+    centre_transposed(X, centre, phi[z_row : z_row + n_features])
+    quadratic(first, second, phi, z_row, n)
+    step = blocks[0] if blocks[0] > 0 else n
+    for start in range(0, n, step):
+        m = min(n, start + step) - start
+        # Row-major log_prob[:, block] = weights @ phi[:, block] is
+        # column-major log_prob^T = phi^T weights^T.
+        _gemm(
+            gemm,
+            ints,
+            _N,
+            _N,
+            m,
+            n_components,
+            n_expanded,
+            phi,
+            start,
+            width,
+            weights,
+            0,
+            n_expanded,
+            log_prob,
+            start,
+            width,
+        )
+    normalise(log_prob, n, top, total, inverse, floor)
+    weighted = sample_weight.size > 0
+    loglik = 0.0
+    worst = np.inf
+    worst_row = 0
+    for j in range(n):
+        value = math.log(total[j]) + top[j]
+        if weighted:
+            w = sample_weight[j]
+            for k in range(n_components):
+                log_prob[k, j] *= w
+            loglik += np.float64(w) * np.float64(value)
+            if not w > 0:
+                continue
+        else:
+            loglik += value
+        if value < worst or (value != value and worst == worst):
+            worst = value
+            worst_row = j
+    step = blocks[1] if blocks[1] > 0 else n
+    for start in range(0, n, step):
+        m = min(n, start + step) - start
+        # Row-major product = phi[:, block] @ resp[:, block].T is
+        # column-major product^T = resp[:, block] (as stored) phi^T.
+        _gemm(
+            gemm,
+            ints,
+            _T,
+            _N,
+            n_components,
+            n_expanded,
+            m,
+            log_prob,
+            start,
+            width,
+            phi,
+            start,
+            width,
+            product,
+            0,
+            n_components,
+        )
+        for f in range(n_expanded):
+            for k in range(n_components):
+                sums[f, k] += product[f, k]
+    return loglik, worst, first_row + worst_row

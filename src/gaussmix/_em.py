@@ -260,6 +260,12 @@ class _ChunkBuffers:
         self.log_prob_block, self.sums_block = (
             columns if least <= columns < rows else 0 for least in _MIN_BLOCK_COLUMNS
         )
+        if kernels is not None:
+            # What the compiled chunk (kernels.expanded_chunk) needs beside.
+            self.product = np.empty((n_expanded, n_components), dtype=dtype)
+            self.blocks = np.array([self.log_prob_block, self.sums_block], np.intp)
+            self.gemm = kernels.blas_gemm(dtype)[:2]
+            self.no_weights = np.empty(0, dtype=dtype)
 
 
 def _buffer_factory(
@@ -298,7 +304,7 @@ def _expanded_log_prob(
         strategy.expand(phi, buffers.n_features)
     else:
         z = buffers.phi[buffers.start : buffers.start + buffers.n_features]
-        kernels.centre_transposed(np.asarray(X[rows]), expansion.centre, z)
+        kernels.centre_transposed(_rows_for_kernels(X, rows), expansion.centre, z)
         kernels.quadratic(*expansion.pairs, buffers.phi, buffers.start, n)
     log_prob = buffers.log_prob[:, :n]
     for block in _blocks(n, buffers.log_prob_block):
@@ -365,6 +371,8 @@ def _expanded_chunk_statistics(
     buffers: _ChunkBuffers,
     rows: slice,
 ) -> _Partial:
+    if buffers.kernels is not None:
+        return _compiled_chunk_statistics(X, sample_weight, expansion, buffers, rows)
     phi, log_prob = _expanded_log_prob(X, rows, expansion, strategy, buffers)
     with np.errstate(under="ignore"):
         log_norm = _normalise(log_prob, buffers)
@@ -382,6 +390,49 @@ def _expanded_chunk_statistics(
     for block in _blocks(phi.shape[1], buffers.sums_block):
         sums += np.matmul(phi[:, block], log_prob[:, block].T)
     return _Partial(sums, loglik_sum, (float(candidates[row]), rows.start + row))
+
+
+def _rows_for_kernels(X: Array, rows: slice) -> Array:
+    """``X[rows]`` as the compiled kernels take it: C-contiguous (a copy only
+    where ``X`` is not) and read-only (a flag of this view only), so that one
+    compiled variant per dtype serves every input, memory-mapped or not."""
+    chunk = np.ascontiguousarray(X[rows])
+    chunk.flags.writeable = False
+    return chunk
+
+
+def _compiled_chunk_statistics(
+    X: Array,
+    sample_weight: Array | None,
+    expansion: _Expansion,
+    buffers: _ChunkBuffers,
+    rows: slice,
+) -> _Partial:
+    """:func:`_expanded_chunk_statistics` in one call of the compiled kernel."""
+    kernels = buffers.kernels
+    assert kernels is not None
+    sums = np.zeros(buffers.product.shape)
+    weights = buffers.no_weights if sample_weight is None else sample_weight[rows]
+    loglik_sum, worst, row = kernels.expanded_chunk(
+        _rows_for_kernels(X, rows),
+        rows.start,
+        expansion.centre,
+        *expansion.pairs,
+        buffers.start,
+        expansion.weights,
+        np.ascontiguousarray(weights),
+        buffers.phi,
+        buffers.log_prob,
+        buffers.top,
+        buffers.total,
+        buffers.inverse,
+        buffers.floor[0],
+        buffers.product,
+        sums,
+        buffers.blocks,
+        *buffers.gemm,
+    )
+    return _Partial(sums, loglik_sum, (worst, row))
 
 
 def _expanded_e_step(

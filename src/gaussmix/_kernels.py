@@ -122,18 +122,45 @@ def _compile(kernels: ModuleType) -> None:
     """Run every kernel once on tiny arrays of each dtype and layout in use.
 
     So that a failure shows here, where NumPy can take over, and not in the
-    middle of a fit.
+    middle of a fit; and check the results, BLAS's products among them.
     """
+    rng = np.random.default_rng(0)
+    # One chunk of a 1-D, 2-component mixture at 0 and 1, unit variances:
+    # features (z**2, z, 1), log-densities up to a common constant.
+    weights = np.array([[-0.5, 0.0, 0.0], [-0.5, 1.0, -0.5]])
+    x = np.array([0.0, 2.0, 0.5])
+    log_prob = weights @ np.stack([x * x, x, np.ones(3)])
+    log_norm = np.logaddexp(log_prob[0], log_prob[1])
+    resp_sums = np.exp(log_prob - log_norm).sum(axis=1)
     for dtype in (np.float32, np.float64):
-        X = np.zeros((3, 2), dtype=dtype)
-        first, second = (np.array(index, dtype=np.intp) for index in ([0], [1]))
-        phi = np.zeros((4, 3), dtype=dtype)
-        for writeable in (True, False):  # memory-mapped data is read-only
-            X.setflags(write=writeable)
-            kernels.centre_transposed(X, np.zeros(2, dtype=dtype), phi[1:3])
-        kernels.quadratic(first, second, phi, 1, 3)
-        log_prob = np.ones((2, 3), dtype=dtype)
-        work = np.zeros((3, 3), dtype=dtype)
-        kernels.normalise(log_prob, 3, work[0], work[1], work[2], dtype(-1.0))
-        if not (log_prob == 0.5).all():
+        gemm, ints, _ = kernels.blas_gemm(np.dtype(dtype))
+        a = rng.normal(size=(2, 3)).astype(dtype)
+        b = rng.normal(size=(3, 5)).astype(dtype)
+        product = np.zeros((2, 5), dtype=dtype)
+        kernels.matmul(gemm, ints, a, b, product)
+        if not np.allclose(product, a @ b, rtol=1e-4, atol=0.0):
+            raise RuntimeError(
+                "BLAS's gemm, called from the kernels, gave a wrong product"
+            )
+        # Rows go to the kernels read-only (gaussmix._em._rows_for_kernels).
+        X = x.astype(dtype)[:, None]
+        X.flags.writeable = False
+        work = np.zeros((8, 4), dtype=dtype)
+        work[2] = 1.0  # the features' constant row
+        sums = np.zeros((3, 2))
+        pairs = (np.zeros(1, np.intp), np.zeros(1, np.intp))
+        # Alone, as the log-densities of predict and score use them.
+        kernels.centre_transposed(X, np.zeros(1, dtype), work[1:2])
+        kernels.quadratic(*pairs, work[:3], 1, 3)
+        loglik, worst, row = kernels.expanded_chunk(
+            X, 7, np.zeros(1, dtype), *pairs, 1, weights.astype(dtype),
+            np.empty(0, dtype), work[:3], work[3:5], work[5], work[6], work[7],
+            dtype(-80.0), np.zeros((3, 2), dtype), sums, np.zeros(2, np.intp),
+            gemm, ints,
+        )  # fmt: skip
+        if not (
+            np.allclose(sums[2], resp_sums, rtol=1e-5)
+            and np.allclose([loglik, worst], [log_norm.sum(), log_norm.min()])
+            and row == 7 + log_norm.argmin()
+        ):
             raise RuntimeError("the compiled kernels gave a wrong result")
