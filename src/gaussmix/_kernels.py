@@ -1,15 +1,17 @@
 """Optional compiled kernels for the expanded E-step.
 
-With numba installed (``pip install 'gaussmix[fast]'``), large E-steps build
-their quadratic features and normalise their responsibilities with the
-compiled loops of :mod:`gaussmix._compiled` instead of a dozen NumPy calls
-per chunk: fewer passes over memory, and the GIL released throughout. The
-features are bitwise NumPy's; the responsibilities differ by an eps or two
-(the kernels' own ``exp``), so whole fits agree to rounding (about 1e-13
-relative in float64, tested), not bit for bit.
+With numba installed (``pip install 'gaussmix[fast]'``), large E-steps run
+each chunk through one compiled call (:func:`gaussmix._compiled.expanded_chunk`)
+instead of some twenty NumPy calls: the features, both matrix products
+(BLAS's ``gemm``, called from the compiled code), the normalisation and the
+log-likelihood, with the GIL released throughout, so that worker threads
+never wait on each other. The features and the products are NumPy's; the
+responsibilities differ by an eps or two (the kernels' own ``exp``) and
+the log-likelihood is summed in another order, so whole fits agree to
+rounding (about 1e-13 relative in float64, tested), not bit for bit.
 
-Compiling costs about 2 s the first time (numba caches the machine code on
-disk; later processes load it in about 0.3 s), so the kernels are
+Compiling costs about 3 s the first time (numba caches the machine code on
+disk; later processes load it in about 0.35 s), so the kernels are
 used only for E-steps of at least ``_MIN_VALUES`` feature values, where an
 iteration takes tens of milliseconds or more. Set the environment variable
 ``GAUSSMIX_NUMBA=0`` to keep to NumPy.
