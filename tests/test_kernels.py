@@ -87,6 +87,90 @@ def test_exp_is_within_its_error_bound_of_the_c_library(compiled, dtype):
     assert np.isnan(nan).all()
 
 
+# The kernels' log: its relative error, in units of the dtype's eps.
+LOG_ERROR = {np.float64: 2.0, np.float32: 1.0}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_is_within_its_error_bound_of_the_c_library(compiled, dtype):
+    """Over [1, 64] (the E-step takes it of sums in [1, K]), the boundaries
+    of its range reduction (powers of two and their multiples of sqrt(2)),
+    positive normal numbers of every exponent, and NaN. The reference is the
+    C library's log (math.log) in float64."""
+    rng = np.random.default_rng(8)
+    info = np.finfo(dtype)
+    powers = 2.0 ** np.arange(info.minexp, info.maxexp - 1, dtype=np.float64)
+    edges = np.concatenate([powers, powers * np.sqrt(2.0)]).astype(dtype)
+    x = np.concatenate(
+        [
+            np.linspace(1.0, 64.0, 300_001).astype(dtype),
+            edges,
+            np.nextafter(edges, dtype(0)),
+            np.nextafter(edges, dtype(np.inf)),
+            np.exp(rng.uniform(np.log(info.tiny), np.log(info.max), 100_000)),
+        ]
+    ).astype(dtype)
+    x = x[(x >= info.tiny) & np.isfinite(x) & (x != 1.0)]
+    out = np.empty_like(x)
+    compiled.log_array(x, out)
+    reference = np.array([math.log(v) for v in x.astype(np.float64)])
+    error = np.abs(out.astype(np.float64) - reference) / np.abs(reference)
+    assert error.max() <= LOG_ERROR[dtype] * info.eps
+    special = np.array([1.0, np.nan], dtype=dtype)
+    compiled.log_array(special.copy(), special)
+    assert special[0] == 0.0 and np.isnan(special[1])  # log(1) exactly
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_likelihoods_and_the_worst_row_as_numpy_has_them(compiled, dtype):
+    """log(total) + top per row, their (weighted) sum, and the worst row as
+    np.argmin picks it: ties, NaN, zero weights, no positive weight, and
+    lengths that are not multiples of the eight rows summed at a time."""
+    rng = np.random.default_rng(9)
+    eps = float(np.finfo(dtype).eps)
+
+    def numpy_way(total, top, weights):
+        values = (np.log(total) + top).astype(dtype)
+        if weights is None:
+            return values.sum(dtype=np.float64), values
+        loglik = float(np.dot(weights.astype(np.float64), values.astype(np.float64)))
+        return loglik, np.where(weights > 0, values, np.inf)
+
+    for n in (1, 7, 8, 9, 100, 1003):
+        total = rng.uniform(1.0, 5.0, n).astype(dtype)
+        top = rng.normal(scale=10.0, size=n).astype(dtype)
+        top[n // 2] = top[n // 3] = -50.0  # a tie for the worst
+        total[n // 2] = total[n // 3] = 2.0
+        cases = [(total, top, None)]
+        weights = rng.uniform(0.0, 2.0, n).astype(dtype)
+        weights[n // 3] = 0.0  # the worst's tie-mate does not count
+        cases.append((total, top, weights))
+        cases.append((total, top, np.zeros(n, dtype)))
+        with_nan = total.copy()
+        with_nan[n - 1] = np.nan
+        cases.append((with_nan, top, None))
+        cases.append((with_nan, top, np.where(np.arange(n) == n - 1, 0, weights)))
+        for total_in, top_in, w in cases:
+            loglik, candidates = numpy_way(total_in, top_in, w)
+            work = total_in.copy()
+            empty = np.empty(0, dtype)
+            ours = compiled.log_likelihoods(work, top_in, empty if w is None else w, n)
+            row = int(np.argmin(candidates))
+            assert ours[2] == row
+            if np.isnan(candidates[row]):
+                assert np.isnan(ours[1])
+            else:
+                assert ours[1] == pytest.approx(candidates[row], rel=4 * eps)
+            if np.isnan(loglik):
+                assert np.isnan(ours[0])
+            else:
+                scale = np.abs(np.log(total_in) + top_in).sum()
+                assert (
+                    abs(ours[0] - loglik)
+                    <= (LOG_ERROR[dtype] + 2 + n * 1e-16 / eps) * eps * scale
+                )
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [300, 257, 1])
 def test_normalise_agrees_with_numpy(compiled, dtype, n):

@@ -171,11 +171,97 @@ def _exp_normal(x):  # pragma: no cover - compiled
     return None
 
 
+# log(x) = e log 2 + log(m), x = 2**e m with m in [sqrt(1/2), sqrt(2)), and
+# log(m) = 2 atanh(s) = 2 (s + s**3 / 3 + s**5 / 5 + ...), s = (m - 1) / (m + 1),
+# |s| < 0.172: the first term left out is below 3e-17 (terms to s**19) and
+# 3e-9 (to s**9, float32) of log(m). log 2 is split as for exp.
+_ATANH = tuple(1.0 / (2 * i + 1) for i in range(10))
+_ATANH_32 = tuple(np.float32(c) for c in _ATANH[:5])
+_SQRT2 = math.sqrt(2.0)
+_MANTISSA_BITS = (1 << 52) - 1
+_ONE_BITS = 1023 << 52
+_MANTISSA_BITS_32 = np.int32((1 << 23) - 1)
+_ONE_BITS_32 = np.int32(127 << 23)
+
+
+def log_normal(x):  # pragma: no cover - replaced by its overload in numba
+    """``log(x)`` for positive normal ``x`` (or NaN, which it returns),
+    vectorisable.
+
+    The E-step takes it of each row's sum of responsibilities before
+    normalisation, which lies in [1, K]. Its relative error is within 2 eps
+    of the C library's ``log`` there (tested).
+    """
+    raise NotImplementedError("log_normal runs only in numba-compiled code")
+
+
+@overload(log_normal, inline="always")
+def _log_normal(x):  # pragma: no cover - compiled
+    if x == types.float64:
+        c = _ATANH
+
+        def log64(x):
+            bits = _bits(x)
+            e = (bits >> 52) - 1023
+            m = _from_bits((bits & _MANTISSA_BITS) | _ONE_BITS)
+            high = m > _SQRT2
+            m = m * 0.5 if high else m
+            e = e + 1 if high else e
+            f = m - 1.0
+            s = f / (2.0 + f)
+            z = s * s
+            p = c[9] * z + c[8]
+            p = p * z + c[7]
+            p = p * z + c[6]
+            p = p * z + c[5]
+            p = p * z + c[4]
+            p = p * z + c[3]
+            p = p * z + c[2]
+            p = p * z + c[1]
+            # 2s + 2s z p, with f - 2s = s f exactly enough to keep 2s's digits.
+            half_square = 0.5 * f * f
+            log_m = f - (half_square - s * (half_square + 2.0 * z * p))
+            n = np.float64(e)
+            return (n * _LN2_HI + (log_m + n * _LN2_LO)) + (x - x)
+
+        return log64
+    if x == types.float32:
+        c1, c2, c3, c4 = _ATANH_32[1:]
+
+        def log32(x):
+            bits = _bits(x)
+            e = np.int32((bits >> np.int32(23)) - _BIAS_32)
+            m = _from_bits(np.int32((bits & _MANTISSA_BITS_32) | _ONE_BITS_32))
+            high = m > np.float32(_SQRT2)
+            m = m * np.float32(0.5) if high else m
+            e = e + np.int32(1) if high else e
+            f = m - np.float32(1.0)
+            s = f / (np.float32(2.0) + f)
+            z = s * s
+            p = c4 * z + c3
+            p = p * z + c2
+            p = p * z + c1
+            half_square = np.float32(0.5) * f * f
+            log_m = f - (half_square - s * (half_square + np.float32(2.0) * z * p))
+            n = np.float32(e)
+            return (n * _LN2_HI_32 + (log_m + n * _LN2_LO_32)) + (x - x)
+
+        return log32
+    return None
+
+
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def exp_array(x, out):  # pragma: no cover - compiled
     """``out = exp_normal(x)``, element by element (for tests)."""
     for j in range(x.size):
         out[j] = exp_normal(x[j])
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+def log_array(x, out):  # pragma: no cover - compiled
+    """``out = log_normal(x)``, element by element (for tests)."""
+    for j in range(x.size):
+        out[j] = log_normal(x[j])
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
@@ -365,6 +451,69 @@ def matmul(gemm, ints, a, b, out):  # pragma: no cover - compiled
     _gemm(gemm, ints, _N, _N, n, m, k, b, 0, n, a, 0, k, out, 0, n)
 
 
+@njit(inline="always")
+def _term(values, weights, j):  # pragma: no cover - compiled
+    """Row j's share of the log-likelihood (float64), and its value as a
+    candidate for the worst-explained row (infinite where its weight is 0)."""
+    value = values[j]
+    if weights.size == 0:
+        return np.float64(value), value
+    weight = weights[j]
+    return np.float64(weight) * np.float64(value), value if weight > 0 else np.inf
+
+
+@njit(inline="always")
+def _lower(a, b):  # pragma: no cover - compiled
+    return b if b < a else a
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+def log_likelihoods(total, top, sample_weight, n):  # pragma: no cover
+    """``total[:n] = log(total) + top``, each row's log-likelihood, from the
+    sums and maxima of :func:`normalise`; their sum in float64, weighted by
+    ``sample_weight`` unless that is empty; and the lowest of those whose
+    weight is positive with its index, as ``np.argmin`` picks it (the first
+    NaN, else the first lowest; 0 with infinity if no weight is positive).
+
+    The sum is taken eight rows at a time, added pairwise, so that it is not
+    one long chain of dependent additions.
+    """
+    for j in range(n):
+        total[j] = log_normal(total[j]) + top[j]
+    loglik = 0.0
+    low = np.inf
+    whole = n - n % 8
+    for j in range(0, whole, 8):
+        t0, c0 = _term(total, sample_weight, j)
+        t1, c1 = _term(total, sample_weight, j + 1)
+        t2, c2 = _term(total, sample_weight, j + 2)
+        t3, c3 = _term(total, sample_weight, j + 3)
+        t4, c4 = _term(total, sample_weight, j + 4)
+        t5, c5 = _term(total, sample_weight, j + 5)
+        t6, c6 = _term(total, sample_weight, j + 6)
+        t7, c7 = _term(total, sample_weight, j + 7)
+        loglik += ((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))
+        lows = _lower(_lower(c0, c1), _lower(c2, c3))
+        low = _lower(low, _lower(lows, _lower(_lower(c4, c5), _lower(c6, c7))))
+    for j in range(whole, n):
+        t, c = _term(total, sample_weight, j)
+        loglik += t
+        low = _lower(low, c)
+    if loglik != loglik:  # a NaN somewhere: one pass as np.argmin makes it
+        worst = np.inf
+        worst_row = 0
+        for j in range(n):
+            c = _term(total, sample_weight, j)[1]
+            if c < worst or (c != c and worst == worst):
+                worst = c
+                worst_row = j
+        return loglik, np.float64(worst), worst_row
+    for j in range(n):
+        if _term(total, sample_weight, j)[1] == low:
+            return loglik, low, j
+    return loglik, low, 0
+
+
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def expanded_chunk(
     X,
@@ -431,24 +580,12 @@ def expanded_chunk(
             width,
         )
     normalise(log_prob, n, top, total, inverse, floor)
-    weighted = sample_weight.size > 0
-    loglik = 0.0
-    worst = np.inf
-    worst_row = 0
-    for j in range(n):
-        value = math.log(total[j]) + top[j]
-        if weighted:
-            w = sample_weight[j]
-            for k in range(n_components):
-                log_prob[k, j] *= w
-            loglik += np.float64(w) * np.float64(value)
-            if not w > 0:
-                continue
-        else:
-            loglik += value
-        if value < worst or (value != value and worst == worst):
-            worst = value
-            worst_row = j
+    if sample_weight.size > 0:
+        for k in range(n_components):
+            row = log_prob[k, :n]
+            for j in range(n):
+                row[j] *= sample_weight[j]
+    loglik, worst, worst_row = log_likelihoods(total, top, sample_weight, n)
     step = blocks[1] if blocks[1] > 0 else n
     for start in range(0, n, step):
         m = min(n, start + step) - start
