@@ -1,5 +1,10 @@
 """The fast engine: expanded E-step, its exactness checks, threads, init."""
 
+import multiprocessing
+import operator
+import threading
+import time
+
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
@@ -225,6 +230,71 @@ def test_chunks_run_with_a_small_ufunc_buffer_and_the_callers_is_restored(n_work
         assert np.getbufsize() == 4096
     finally:
         np.setbufsize(previous)
+
+
+def _sum_in_two_workers(n_chunks=40):
+    return _parallel.reduce_chunks(
+        lambda: None,
+        lambda _, rows: rows.start,
+        [slice(i, i + 1) for i in range(n_chunks)],
+        operator.add,
+        n_workers=2,
+    )
+
+
+def _child_sums(queue):
+    queue.put(_sum_in_two_workers())
+
+
+def test_worker_threads_are_kept_and_made_again_after_a_fork():
+    assert _sum_in_two_workers() == sum(range(40))
+    pool = _parallel._pool
+    assert _sum_in_two_workers() == sum(range(40))
+    assert _parallel._pool is pool  # kept between calls
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_sums, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("reduce_chunks in a forked child hung on its parent's pool")
+    assert child.exitcode == 0 and queue.get(timeout=5) == sum(range(40))
+
+
+def test_work_from_a_worker_thread_runs_in_place():
+    """A chunk function that itself reduces over chunks: no waiting on the
+    pool its caller occupies (which could deadlock)."""
+    inner = []
+
+    def chunk(_, rows):
+        inner.append(threading.current_thread().name)
+        return _sum_in_two_workers(4)
+
+    total = _parallel.reduce_chunks(
+        lambda: None, chunk, [slice(0, 1), slice(1, 2)], operator.add, n_workers=2
+    )
+    assert total == 2 * sum(range(4))
+    assert all(name.startswith("gaussmix") for name in inner)
+
+
+def test_a_failing_chunk_stops_every_worker_before_the_error_is_raised():
+    started = []
+
+    def chunk(_, rows):
+        started.append(rows.start)
+        if rows.start == 3:
+            raise RuntimeError("chunk 3 failed")
+        time.sleep(0.01)
+        return 0
+
+    with pytest.raises(RuntimeError, match="chunk 3 failed"):
+        _parallel.reduce_chunks(
+            lambda: None, chunk, [slice(i, i + 1) for i in range(200)], max, n_workers=2
+        )
+    count = len(started)
+    time.sleep(0.1)
+    assert len(started) == count < 20  # none still running, the rest skipped
 
 
 def test_small_expanded_chunks_run_on_one_thread(monkeypatch):

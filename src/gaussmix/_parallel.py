@@ -1,14 +1,15 @@
 """Threads over row chunks, with BLAS held to one thread meanwhile.
 
 The E-step's work per chunk is a few small matrix products and a few
-elementwise passes; NumPy releases the GIL for both, so one Python thread
-per core, each running single-threaded BLAS on its own chunks, keeps every
-core busy without the oversubscription (and the stalls) of nesting BLAS's
-own threads inside ours.
+elementwise passes. NumPy releases the GIL for most of them (not matmul
+with fewer than 500 outputs; the compiled kernels of gaussmix._kernels
+release it throughout), so one Python thread per core, each running
+single-threaded BLAS on its own chunks, keeps every core busy without the
+oversubscription (and the stalls) of nesting BLAS's own threads inside ours.
 
 Workers take chunks as they become free, and the results are summed in
 chunk order, so the sums are the same whatever the number of threads or
-their timing.
+their timing. The worker threads are kept between calls.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TypeVar
@@ -40,6 +41,35 @@ _controller: ThreadpoolController | None = None
 _UFUNC_BUFFER = 512
 # Workers allowed by the caller's BLAS setting, read before we limit BLAS.
 _workers: ContextVar[int | None] = ContextVar("gaussmix_workers", default=None)
+
+# The worker threads, kept between calls: starting and joining a pool took
+# 0.2 ms, and an E-step of case (e) of benchmarks/bench_em.py in float32
+# takes 13 ms. (pid, threads, pool): made again in a forked child, whose
+# copy has no threads, or where more threads are asked for.
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+# Set in the pool's own threads: work submitted from one of them (a chunk
+# function that itself reduces over chunks) runs in place, never waiting on
+# the pool it occupies.
+_in_pool = threading.local()
+
+
+def _worker_pool(n_threads: int) -> ThreadPoolExecutor:
+    """The kept pool of worker threads, with at least ``n_threads``."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] < n_threads:
+            if _pool is not None and _pool[0] == os.getpid():
+                _pool[2].shutdown(wait=False)
+            n_threads = max(n_threads, usable_cpus())
+            executor = ThreadPoolExecutor(
+                n_threads,
+                thread_name_prefix="gaussmix",
+                initializer=setattr,
+                initargs=(_in_pool, "active", True),
+            )
+            _pool = (os.getpid(), n_threads, executor)
+        return _pool[2]
 
 
 def _blas() -> ThreadpoolController:
@@ -128,6 +158,8 @@ def reduce_chunks(
     with single_threaded_native():
         allowed = _workers.get() if n_workers is None else n_workers
         n = min(allowed or 1, len(chunks))
+        if getattr(_in_pool, "active", False):
+            n = 1
         if n <= 1:
             with _ufunc_buffer():
                 state = make_state()
@@ -141,15 +173,20 @@ def reduce_chunks(
         pending: dict[int, T] = {}
         folded: list[T] = []
         next_index = 0
+        failed = threading.Event()
 
         def work() -> None:
-            with _ufunc_buffer():
-                fold_results()
+            try:
+                with _ufunc_buffer():
+                    fold_results()
+            except BaseException:
+                failed.set()  # the other workers stop at their next chunk
+                raise
 
         def fold_results() -> None:
             nonlocal next_index
             state = make_state()
-            while (index := next(counter)) < len(chunks):
+            while (index := next(counter)) < len(chunks) and not failed.is_set():
                 result = process(state, chunks[index])
                 with lock:
                     pending[index] = result
@@ -161,7 +198,10 @@ def reduce_chunks(
                             folded.append(ready)
                         next_index += 1
 
-        with ThreadPoolExecutor(n) as pool:
-            for future in [pool.submit(work) for _ in range(n)]:
-                future.result()
+        futures = [_worker_pool(n).submit(work) for _ in range(n)]
+        # Every worker done before anything returns or raises: none is left
+        # running on this call's buffers or after BLAS's limit is lifted.
+        wait(futures)
+        for future in futures:
+            future.result()
         return folded[0]
