@@ -334,27 +334,11 @@ def blas_gemm(dtype: np.dtype) -> tuple[int, np.ndarray, str]:
 
 
 @intrinsic
-def _gemm(
-    typingctx,
-    address,
-    ints,
-    trans_a,
-    trans_b,
-    m,
-    n,
-    k,
-    a,
-    a_at,
-    lda,
-    b,
-    b_at,
-    ldb,
-    c,
-    c_at,
-    ldc,
-):  # pragma: no cover - compiled
-    """BLAS's column-major ``c = op(a) @ op(b)`` through the ``gemm`` at
-    ``address``, whose integers are those of the array ``ints``.
+def _gemm(typingctx, *arguments):  # pragma: no cover - compiled
+    """``_gemm(address, ints, trans_a, trans_b, m, n, k, a, a_at, lda, b, b_at,
+    ldb, c, c_at, ldc)``: BLAS's column-major ``c = op(a) @ op(b)`` through
+    the ``gemm`` at ``address``, whose integers are those of the array
+    ``ints``.
 
     ``a``, ``b``, ``c`` are arrays of one dtype, entered at the flat offsets
     ``a_at``, ``b_at``, ``c_at`` (from their first element) with leading
@@ -362,37 +346,23 @@ def _gemm(
     ``ord("N")`` or ``ord("T")``; alpha is 1 and beta 0. Every argument goes
     by reference, as in Fortran.
     """
-    arrays = (a, b, c)
+    if len(arguments) != 16:
+        return None
+    ints, arrays = arguments[1], arguments[7::3]
     if not all(isinstance(t, types.Array) for t in (ints, *arrays)):
         return None
-    dtype = c.dtype
+    dtype = arrays[-1].dtype
     if dtype not in (types.float32, types.float64):
         return None
     if any(t.dtype != dtype for t in arrays):
         return None
     integer = ints.dtype
-    signature = types.void(
-        address,
-        ints,
-        trans_a,
-        trans_b,
-        m,
-        n,
-        k,
-        a,
-        a_at,
-        lda,
-        b,
-        b_at,
-        ldb,
-        c,
-        c_at,
-        ldc,
-    )
+    signature = types.void(types.StarArgTuple.from_types(arguments))
 
     def codegen(context, builder, sig, args):
         byte_pointer = ir.IntType(8).as_pointer()
-        values = list(zip(args, sig.args, strict=True))
+        packed = cgutils.unpack_tuple(builder, args[0])
+        values = list(zip(packed, sig.args[0].types, strict=True))
 
         def by_reference(index, to_type):
             value, from_type = values[index]
@@ -412,7 +382,7 @@ def _gemm(
             return builder.bitcast(builder.gep(data, [offset]), byte_pointer)
 
         function_type = ir.FunctionType(ir.VoidType(), [byte_pointer] * 13)
-        target = context.cast(builder, args[0], sig.args[0], types.intp)
+        target = context.cast(builder, *values[0], types.intp)
         function = builder.inttoptr(target, function_type.as_pointer())
         builder.call(
             function,
