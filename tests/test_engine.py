@@ -519,3 +519,30 @@ def test_extra_memory_of_a_default_fit_is_a_small_share_of_the_input(
         tracemalloc.stop()
     assert peak < 0.25 * X.nbytes, peak / X.nbytes
     np.testing.assert_array_equal(X, original)
+
+
+def test_precision_cholesky_factors_and_the_component_that_fails():
+    """Batched factorisation, triangular inverses: against a triangular
+    solve per component, and the first failing component named."""
+    import scipy.linalg
+
+    from gaussmix._covariance import _precision_cholesky_factors
+
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(6, 5, 5))
+    covariances = factors @ factors.transpose(0, 2, 1) + 0.1 * np.eye(5)
+    ours = _precision_cholesky_factors(covariances)
+    for covariance, factor in zip(covariances, ours, strict=True):
+        chol = np.linalg.cholesky(covariance)
+        expected = scipy.linalg.solve_triangular(chol, np.eye(5), lower=True).T
+        np.testing.assert_allclose(factor, expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            factor @ factor.T, np.linalg.inv(covariance), rtol=1e-10, atol=1e-12
+        )
+    for k, broken in [(2, np.zeros((5, 5))), (4, np.full((5, 5), np.nan))]:
+        bad = covariances.copy()
+        bad[k] = broken
+        bad[5] = -np.eye(5)  # a later failure is not the one named
+        with pytest.raises(np.linalg.LinAlgError) as raised:
+            _precision_cholesky_factors(bad)
+        assert raised.value.component == k
