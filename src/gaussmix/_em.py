@@ -315,6 +315,9 @@ def _expanded_log_prob(
 def _normalise(log_prob: Array, buffers: _ChunkBuffers) -> Array:
     """Turn log-densities (K x n) into responsibilities in place; ``log p(x)``.
 
+    The NumPy path; the compiled one is ``gaussmix._compiled.normalise``,
+    inside ``expanded_chunk``.
+
     Arguments of ``exp`` are clamped at ``_min_log_resp`` (see there).
     Reductions call the ufuncs' ``reduce`` (``np.max`` and ``np.sum`` do
     the same through a Python wrapper that costs per chunk).
@@ -322,27 +325,14 @@ def _normalise(log_prob: Array, buffers: _ChunkBuffers) -> Array:
     n = log_prob.shape[1]
     top = buffers.top[:n]
     total = buffers.total[:n]
-    kernels = buffers.kernels
-    if kernels is None:
-        np.maximum.reduce(log_prob, axis=0, out=top)
-        np.subtract(log_prob, top, out=log_prob)
-        np.maximum(log_prob, buffers.floor[:n], out=log_prob)
-        np.exp(log_prob, out=log_prob)
-        np.add.reduce(log_prob, axis=0, out=total)
-        inverse = buffers.inverse[:n]
-        np.divide(1.0, total, out=inverse)
-        np.multiply(log_prob, inverse, out=log_prob)
-    else:
-        # The same passes, fused block by block in cache, with an exp of
-        # our own (gaussmix._compiled.exp_normal).
-        kernels.normalise(
-            buffers.log_prob,
-            n,
-            buffers.top,
-            buffers.total,
-            buffers.inverse,
-            buffers.floor[0],
-        )
+    np.maximum.reduce(log_prob, axis=0, out=top)
+    np.subtract(log_prob, top, out=log_prob)
+    np.maximum(log_prob, buffers.floor[:n], out=log_prob)
+    np.exp(log_prob, out=log_prob)
+    np.add.reduce(log_prob, axis=0, out=total)
+    inverse = buffers.inverse[:n]
+    np.divide(1.0, total, out=inverse)
+    np.multiply(log_prob, inverse, out=log_prob)
     np.log(total, out=total)
     total += top
     return total
