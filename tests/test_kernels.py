@@ -237,6 +237,25 @@ def test_features_are_numpy_bit_for_bit(compiled, dtype, covariance_type):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_features", range(1, 10))
+def test_the_transposing_copy_for_every_width(compiled, dtype, n_features):
+    """The centred rows, transposed into their rows of ``phi``, bitwise as
+    NumPy has them, for the widths with a loop of their own (2-7) and the
+    general loop (the others), a chunk whose length is not a multiple of
+    the loops' blocks, and the rest of ``phi`` untouched."""
+    rng = np.random.default_rng(n_features)
+    n, width, z_row = 201, 208, 3
+    X = (rng.normal(size=(n, n_features)) * 10.0 + 7.0).astype(dtype)
+    X.flags.writeable = False
+    centre = rng.normal(size=n_features).astype(dtype)
+    phi = np.full((z_row + n_features + 2, width), -1.0, dtype=dtype)
+    compiled.centre_transposed(X, centre, phi, z_row)
+    expected = np.full_like(phi, -1.0)
+    np.subtract(X.T, centre[:, None], out=expected[z_row : z_row + n_features, :n])
+    np.testing.assert_array_equal(phi, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 7, 5), (40, 300, 17), (129, 65, 2)])
 def test_blas_products_called_from_the_kernels(compiled, dtype, shape):
     """The kernels' own call of BLAS's gemm against NumPy's matmul."""

@@ -303,8 +303,9 @@ def _expanded_log_prob(
         np.subtract(X[rows].T, expansion.centre[:, None], out=z)
         strategy.expand(phi, buffers.n_features)
     else:
-        z = buffers.phi[buffers.start : buffers.start + buffers.n_features]
-        kernels.centre_transposed(_rows_for_kernels(X, rows), expansion.centre, z)
+        kernels.centre_transposed(
+            _rows_for_kernels(X, rows), expansion.centre, buffers.phi, buffers.start
+        )
         kernels.quadratic(*expansion.pairs, buffers.phi, buffers.start, n)
     log_prob = buffers.log_prob[:, :n]
     for block in _blocks(n, buffers.log_prob_block):

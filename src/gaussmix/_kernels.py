@@ -152,7 +152,7 @@ def _compile(kernels: ModuleType) -> None:
         sums = np.zeros((3, 2))
         pairs = (np.zeros(1, np.intp), np.zeros(1, np.intp))
         # Alone, as the log-densities of predict and score use them.
-        kernels.centre_transposed(X, np.zeros(1, dtype), work[1:2])
+        kernels.centre_transposed(X, np.zeros(1, dtype), work, 1)
         kernels.quadratic(*pairs, work[:3], 1, 3)
         loglik, worst, row = kernels.expanded_chunk(
             X, 7, np.zeros(1, dtype), *pairs, 1, weights.astype(dtype),
