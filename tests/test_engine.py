@@ -1,5 +1,6 @@
 """The fast engine: expanded E-step, its exactness checks, threads, init."""
 
+import itertools
 import multiprocessing
 import operator
 import threading
@@ -11,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from threadpoolctl import threadpool_limits
 
-from gaussmix import GaussianMixture, _em, _init, _kernels, _parallel
+from gaussmix import Chunks, GaussianMixture, _em, _init, _kernels, _parallel
 from gaussmix._covariance import get_covariance
 from gaussmix._em import (
     Params,
@@ -119,6 +120,48 @@ def test_expansion_refused_where_it_would_lose_digits():
         np.abs(forced_params.covariances - exact_params.covariances)
     ) / np.max(np.abs(exact_params.covariances))
     assert error > 1e-8
+
+
+def test_the_expansion_noise_is_worked_out_once_per_parameters(monkeypatch):
+    """A float32 fit asks for each iteration's noise twice (the convergence
+    check, then the E-step) and a source of several blocks once per block;
+    it is computed once, and parameters changed in place are not taken for
+    the ones kept."""
+    strategy = get_covariance("full")
+    computed = []
+    expansion_error = type(strategy).expansion_error
+
+    def counted(self, means, prec_chol, centre):
+        computed.append((means.copy(), prec_chol.copy()))
+        return expansion_error(self, means, prec_chol, centre)
+
+    monkeypatch.setattr(type(strategy), "expansion_error", counted)
+    X = np.random.default_rng(0).normal(size=(3000, 3)).astype(np.float32)
+    X[1000:2000] += 6.0
+    params = start_params(X.astype(np.float64), 3, "full")
+    with pytest.warns(ConvergenceWarning):
+        GaussianMixture(3, max_iter=6, tol=0, **params).fit(X)
+    assert len(computed) >= 6
+    for (means, factors), (next_means, next_factors) in itertools.pairwise(computed):
+        assert not (
+            np.array_equal(means, next_means) and np.array_equal(factors, next_factors)
+        )
+    source = Chunks(np.array_split(X, 6))
+    with pytest.warns(ConvergenceWarning):
+        model = GaussianMixture(3, max_iter=1, tol=0, **params).fit(X)
+    fitted = _params(model)
+    computed.clear()
+    many = source.e_step(fitted, strategy)
+    assert len(computed) == 1
+    one = e_step(X, None, fitted, strategy)
+    np.testing.assert_allclose(many.resp_sum, one.resp_sum, rtol=1e-6)
+
+    noise = _em._expansion_noise(np.dtype(np.float32), fitted, strategy)
+    fitted.means[0] += 50.0
+    moved = _em._expansion_noise(np.dtype(np.float32), fitted, strategy)
+    assert moved > 10 * noise
+    monkeypatch.setattr(_em, "_noise_memo", _em._NoiseMemo())  # nothing kept
+    assert _em._expansion_noise(np.dtype(np.float32), fitted, strategy) == moved
 
 
 @pytest.mark.parametrize("distance", [1e2, 2e3, 1e4])
