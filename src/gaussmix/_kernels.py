@@ -10,8 +10,8 @@ responsibilities differ by an eps or two (the kernels' own ``exp``) and
 the log-likelihood is summed in another order, so whole fits agree to
 rounding (about 1e-13 relative in float64, tested), not bit for bit.
 
-Compiling costs about 3 s the first time (numba caches the machine code on
-disk; later processes load it in about 0.35 s), so the kernels are
+Compiling costs 9-11 s the first time (numba caches the machine code on
+disk; later processes load it in about 0.4 s), so the kernels are
 used only for E-steps of at least ``_MIN_VALUES`` feature values, where an
 iteration takes tens of milliseconds or more. Set the environment variable
 ``GAUSSMIX_NUMBA=0`` to keep to NumPy.
@@ -114,7 +114,7 @@ def warm_up() -> bool:
     """Compile (or load from numba's cache) the kernels for float32 and float64.
 
     The first large fit does this by itself; call it to take that cost
-    (about 2 s the first time, 0.3 s from the cache) out of a timed or
+    (9-11 s the first time, 0.4 s from the cache) out of a timed or
     traced section. Returns whether the kernels are available.
     """
     return _load() is not None
