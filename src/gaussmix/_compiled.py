@@ -37,8 +37,6 @@ from numba.extending import get_cython_function_address, intrinsic, overload
 _BLOCK = 256
 # Rows of the data per block of the transposing copy.
 _ROW_BLOCK = 64
-# Widths of data whose transposing copy has its own compiled loop.
-_FIXED_WIDTHS = range(2, 8)
 
 
 def _fixed_width_copy(n_features: int):
@@ -62,8 +60,9 @@ def _fixed_width_copy(n_features: int):
     return copy
 
 
+# The widths with a loop of their own; centre_transposed picks among them.
 _copy_2, _copy_3, _copy_4, _copy_5, _copy_6, _copy_7 = map(
-    _fixed_width_copy, _FIXED_WIDTHS
+    _fixed_width_copy, range(2, 8)
 )
 
 
