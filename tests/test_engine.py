@@ -253,6 +253,54 @@ def test_threads_give_the_same_fit(covariance_type):
     assert three.n_iter_ == one.n_iter_
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    ("groups", "n"), [(1, 300), (5, 300), (5, 303), (7, 4), (28, 3064)]
+)
+def test_the_statistics_product_in_groups_of_columns(dtype, groups, n):
+    """phi @ resp.T taken as one batched product over groups of columns
+    (so that NumPy releases the GIL) and the columns left over: the same
+    product, for column views of wider arrays as the chunks pass them."""
+    rng = np.random.default_rng(groups)
+    phi = rng.normal(size=(6, n + 5)).astype(dtype)
+    resp = rng.uniform(size=(3, n + 5)).astype(dtype)
+    product = _em._grouped_product(phi[:, 2 : n + 2], resp[:, 2 : n + 2], groups)
+    expected = phi[:, 2 : n + 2].astype(float) @ resp[:, 2 : n + 2].T.astype(float)
+    assert product.shape == (6, 3)
+    rtol = 20 * np.finfo(dtype).eps * np.sqrt(n)
+    np.testing.assert_allclose(product, expected, rtol=rtol, atol=rtol)
+
+
+def test_statistics_products_are_grouped_only_where_threads_share_them():
+    """Groups where the NumPy path runs threaded chunks whose product would
+    keep the GIL (F x K <= 500); one product otherwise, or with the
+    compiled kernels (which call BLAS without the GIL); and threaded
+    E-steps of every kind give the statistics of an unthreaded one."""
+    X = np.random.default_rng(3).normal(size=(3000, 4))
+    params = _rough_params(X, "full")
+    strategy = get_covariance("full")
+    expansion = _em._expansion(X.dtype, params, strategy)
+    assert expansion is not None  # F x K = 15 x 3
+    assert _em._ChunkBuffers(expansion, 4, 1000).sums_groups == 1
+    threaded = _em._ChunkBuffers(expansion, 4, 1000, threaded=True)
+    assert threaded.sums_groups == 500 // 45 + 1
+    X32 = np.random.default_rng(4).normal(size=(3000, 32))
+    wide = _em._expansion(X.dtype, _rough_params(X32, "full"), strategy)
+    assert wide is not None  # F x K = 561 x 3
+    assert _em._ChunkBuffers(wide, 32, 1000, threaded=True).sums_groups == 1
+    serial = _em._expanded_e_step(X, None, expansion, strategy, 1000)
+    original = _em._THREADED_MULTIPLY_ADDS
+    try:
+        _em._THREADED_MULTIPLY_ADDS = 0
+        grouped = _em._expanded_e_step(X, None, expansion, strategy, 1000)
+    finally:
+        _em._THREADED_MULTIPLY_ADDS = original
+    for name in ("resp_sum", "diff_sum", "scatter"):
+        np.testing.assert_allclose(
+            getattr(grouped, name), getattr(serial, name), rtol=1e-12, atol=1e-9
+        )
+
+
 @pytest.mark.parametrize("n_workers", [1, 2])
 def test_chunks_run_with_a_small_ufunc_buffer_and_the_callers_is_restored(n_workers):
     # NumPy's default buffer (8192) slows the E-step's 2-D passes on chunks
