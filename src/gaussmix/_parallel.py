@@ -2,7 +2,8 @@
 
 The E-step's work per chunk is a few small matrix products and a few
 elementwise passes. NumPy releases the GIL for most of them (not matmul
-with fewer than 500 outputs; the compiled kernels of gaussmix._kernels
+with at most 500 outputs, which the E-step therefore batches: see
+gaussmix._em._GIL_HELD_OUTPUTS; the compiled kernels of gaussmix._kernels
 release it throughout), so one Python thread per core, each running
 single-threaded BLAS on its own chunks, keeps every core busy without the
 oversubscription (and the stalls) of nesting BLAS's own threads inside ours.
