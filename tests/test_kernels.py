@@ -494,15 +494,36 @@ def test_a_large_fit_without_numba_installed(monkeypatch, always):
     )
 
 
+def test_a_fit_compiles_the_kernels_of_its_own_dtype_only(compiled):
+    """In a fresh process, a large float64 fit compiles (or loads from
+    numba's cache) the float64 kernels and not the float32 ones."""
+    script = (
+        "import warnings, numpy as np; from gaussmix import GaussianMixture, _kernels; "
+        "from sklearn.exceptions import ConvergenceWarning; "
+        "from test_kernels import _large_data; "
+        "warnings.simplefilter('ignore', ConvergenceWarning); "
+        "_kernels._MIN_VALUES = 0; "
+        "GaussianMixture(3, random_state=0, max_iter=2).fit(_large_data()); "
+        "from gaussmix import _compiled; "
+        "print(sorted(str(d) for d in _kernels._ready), "
+        "sorted({str(s[0].dtype) for s in _compiled.expanded_chunk.signatures}))"
+    )
+    printed = _python(
+        script, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), *sys.path])
+    )
+    assert printed == ["['float64']", "['float64']"]
+
+
 def test_a_failing_compiler_falls_back_to_numpy(monkeypatch, compiled):
     """numba's cache or compiler failing (a read-only home, say) must not
     break a fit: one warning, then NumPy."""
 
-    def fail(kernels):
+    def fail(kernels, dtype):
         raise RuntimeError("cannot cache function 'scale': no locator available")
 
     monkeypatch.setattr(_kernels, "_compile", fail)
     monkeypatch.setattr(_kernels, "_module", _kernels._UNLOADED)
+    monkeypatch.setattr(_kernels, "_ready", set())
     monkeypatch.setattr(_kernels, "_MIN_VALUES", 0)
     with pytest.warns(RuntimeWarning, match="no locator available.*using NumPy"):
         assert not _kernels.warm_up()

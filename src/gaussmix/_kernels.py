@@ -10,8 +10,9 @@ responsibilities differ by an eps or two (the kernels' own ``exp``) and
 the log-likelihood is summed in another order, so whole fits agree to
 rounding (about 1e-13 relative in float64, tested), not bit for bit.
 
-Compiling costs 9-11 s the first time (numba caches the machine code on
-disk; later processes load it in about 0.4 s), so the kernels are
+Compiling costs about 5 s per dtype the first time, each dtype on its
+first use (numba caches the machine code on disk; later processes load it
+in about 0.4 s), so the kernels are
 used only for E-steps of at least ``_MIN_VALUES`` feature values, where an
 iteration takes tens of milliseconds or more. Set the environment variable
 ``GAUSSMIX_NUMBA=0`` to keep to NumPy.
@@ -39,10 +40,17 @@ _MIN_VALUES = 2**24
 
 _UNLOADED = object()
 _module: object = _UNLOADED
+# The dtypes the kernels work in, and those compiled (or loaded from numba's
+# cache) and checked so far: each on its first use, so that a fit in one
+# dtype compiles only its own (half the first compile).
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_ready: set[np.dtype] = set()
 
 
-def _load() -> ModuleType | None:
-    """The compiled kernels, compiled (or loaded from cache) on first call."""
+def _load(dtype: np.dtype | None = None) -> ModuleType | None:
+    """The compiled kernels, those of ``dtype`` (None: every dtype) compiled,
+    or loaded from numba's cache, and checked on first call; None where
+    numba is missing, switched off or failed."""
     global _module
     if _module is _UNLOADED:
         _module = None
@@ -51,21 +59,29 @@ def _load() -> ModuleType | None:
         else:
             try:
                 from . import _compiled
-
-                _compile(_compiled)
             except ImportError:  # numba is not installed
                 pass
-            except Exception as error:  # numba's cache or compiler failed
-                warnings.warn(
-                    f"gaussmix: numba could not compile its kernels ({error}); "
-                    f"using NumPy, with the same results. Set {ENV_VAR}=0 to "
-                    f"skip numba.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
             else:
                 _module = _compiled
-    return _module if isinstance(_module, ModuleType) else None
+    if not isinstance(_module, ModuleType):
+        return None
+    for wanted in _DTYPES if dtype is None else (np.dtype(dtype),):
+        if wanted in _ready:
+            continue
+        try:
+            _compile(_module, wanted)
+        except Exception as error:  # numba's cache or compiler failed
+            _module = None
+            warnings.warn(
+                f"gaussmix: numba could not compile its kernels ({error}); "
+                f"using NumPy, with the same results. Set {ENV_VAR}=0 to "
+                f"skip numba.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+        _ready.add(wanted)
+    return _module
 
 
 @contextmanager
@@ -105,23 +121,24 @@ def for_e_step(X: np.ndarray, n_values: int, dtype: np.dtype) -> ModuleType | No
         return None
     if not isinstance(X, np.ndarray):
         return None
-    if X.dtype != dtype or not X.dtype.isnative:
+    if X.dtype != dtype or not X.dtype.isnative or dtype not in _DTYPES:
         return None
-    return _load()
+    return _load(dtype)
 
 
 def warm_up() -> bool:
     """Compile (or load from numba's cache) the kernels for float32 and float64.
 
-    The first large fit does this by itself; call it to take that cost
-    (9-11 s the first time, 0.4 s from the cache) out of a timed or
-    traced section. Returns whether the kernels are available.
+    The first large fit in each dtype does this for its own; call it to
+    take that cost (about 10 s for both the first time, 0.4 s from the
+    cache) out of a timed or traced section. Returns whether the kernels
+    are available.
     """
     return _load() is not None
 
 
-def _compile(kernels: ModuleType) -> None:
-    """Run every kernel once on tiny arrays of each dtype and layout in use.
+def _compile(kernels: ModuleType, dtype: np.dtype) -> None:
+    """Run every kernel once on tiny arrays of ``dtype``, each layout in use.
 
     So that a failure shows here, where NumPy can take over, and not in the
     middle of a fit; and check the results, BLAS's products among them.
@@ -134,35 +151,32 @@ def _compile(kernels: ModuleType) -> None:
     log_prob = weights @ np.stack([x * x, x, np.ones(3)])
     log_norm = np.logaddexp(log_prob[0], log_prob[1])
     resp_sums = np.exp(log_prob - log_norm).sum(axis=1)
-    for dtype in (np.float32, np.float64):
-        gemm, ints, _ = kernels.blas_gemm(np.dtype(dtype))
-        a = rng.normal(size=(2, 3)).astype(dtype)
-        b = rng.normal(size=(3, 5)).astype(dtype)
-        product = np.zeros((2, 5), dtype=dtype)
-        kernels.matmul(gemm, ints, a, b, product)
-        if not np.allclose(product, a @ b, rtol=1e-4, atol=0.0):
-            raise RuntimeError(
-                "BLAS's gemm, called from the kernels, gave a wrong product"
-            )
-        # Rows go to the kernels read-only (gaussmix._em._rows_for_kernels).
-        X = x.astype(dtype)[:, None]
-        X.flags.writeable = False
-        work = np.zeros((8, 4), dtype=dtype)
-        work[2] = 1.0  # the features' constant row
-        sums = np.zeros((3, 2))
-        pairs = (np.zeros(1, np.intp), np.zeros(1, np.intp))
-        # Alone, as the log-densities of predict and score use them.
-        kernels.centre_transposed(X, np.zeros(1, dtype), work, 1)
-        kernels.quadratic(*pairs, work[:3], 1, 3)
-        loglik, worst, row = kernels.expanded_chunk(
-            X, 7, np.zeros(1, dtype), *pairs, 1, weights.astype(dtype),
-            np.empty(0, dtype), work[:3], work[3:5], work[5], work[6], work[7],
-            dtype(-80.0), np.zeros((3, 2), dtype), sums, np.zeros(2, np.intp),
-            gemm, ints,
-        )  # fmt: skip
-        if not (
-            np.allclose(sums[2], resp_sums, rtol=1e-5)
-            and np.allclose([loglik, worst], [log_norm.sum(), log_norm.min()])
-            and row == 7 + log_norm.argmin()
-        ):
-            raise RuntimeError("the compiled kernels gave a wrong result")
+    gemm, ints, _ = kernels.blas_gemm(dtype)
+    a = rng.normal(size=(2, 3)).astype(dtype)
+    b = rng.normal(size=(3, 5)).astype(dtype)
+    product = np.zeros((2, 5), dtype=dtype)
+    kernels.matmul(gemm, ints, a, b, product)
+    if not np.allclose(product, a @ b, rtol=1e-4, atol=0.0):
+        raise RuntimeError("BLAS's gemm, called from the kernels, gave a wrong product")
+    # Rows go to the kernels read-only (gaussmix._em._rows_for_kernels).
+    X = x.astype(dtype)[:, None]
+    X.flags.writeable = False
+    work = np.zeros((8, 4), dtype=dtype)
+    work[2] = 1.0  # the features' constant row
+    sums = np.zeros((3, 2))
+    pairs = (np.zeros(1, np.intp), np.zeros(1, np.intp))
+    # Alone, as the log-densities of predict and score use them.
+    kernels.centre_transposed(X, np.zeros(1, dtype), work, 1)
+    kernels.quadratic(*pairs, work[:3], 1, 3)
+    loglik, worst, row = kernels.expanded_chunk(
+        X, 7, np.zeros(1, dtype), *pairs, 1, weights.astype(dtype),
+        np.empty(0, dtype), work[:3], work[3:5], work[5], work[6], work[7],
+        dtype.type(-80.0), np.zeros((3, 2), dtype), sums, np.zeros(2, np.intp),
+        gemm, ints,
+    )  # fmt: skip
+    if not (
+        np.allclose(sums[2], resp_sums, rtol=1e-5)
+        and np.allclose([loglik, worst], [log_norm.sum(), log_norm.min()])
+        and row == 7 + log_norm.argmin()
+    ):
+        raise RuntimeError("the compiled kernels gave a wrong result")
