@@ -110,8 +110,9 @@ _MIN_BLOCK_COLUMNS = (256, 896)
 # two workers, those products then ran one at a time. Taken instead as one
 # batched product over groups of columns (a result of groups x F x K), they
 # run side by side: the NumPy path's E-step of case (e) (F x K = 15 x 8,
-# two workers) took 41.2 ms instead of 48.3 in float64, 25.3 instead of
-# 28.1 in float32. On one worker the batches only cost (2-6 us a block).
+# two workers) took 40.6-40.9 ms instead of 46.3-47.0 in float64,
+# 25.0-25.5 instead of 27.8-28.0 in float32. On one worker the batches
+# only cost (2-6 us a block).
 _GIL_HELD_OUTPUTS = 500
 
 # The expanded E-step is used while ``eps * expansion_error`` stays below

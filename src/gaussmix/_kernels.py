@@ -12,9 +12,9 @@ rounding (about 1e-13 relative in float64, tested), not bit for bit.
 
 Compiling costs about 5 s per dtype the first time, each dtype on its
 first use (numba caches the machine code on disk; later processes load it
-in about 0.4 s), so the kernels are
-used only for E-steps of at least ``_MIN_VALUES`` feature values, where an
-iteration takes tens of milliseconds or more. Set the environment variable
+in about 0.4 s), so the kernels are used only for E-steps of at least
+``_MIN_VALUES`` feature values, where an iteration takes tens of
+milliseconds or more. Set the environment variable
 ``GAUSSMIX_NUMBA=0`` to keep to NumPy.
 """
 
