@@ -34,11 +34,16 @@ def _assert_stats_identical(a, b):
 
 @pytest.mark.parametrize("n_features", [1, 3, 8])
 @pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("windows", [None, (7000, 7000)])
 def test_nearest_statistics_chunk_by_chunk_equal_labelling_every_row(
-    n_features, weighted
+    n_features, weighted, windows, monkeypatch
 ):
     # Labelled window by window as the sums go, or all rows first and then
-    # summed in the same chunks: the same statistics, bit for bit.
+    # summed in the same chunks: the same statistics, bit for bit. Windows
+    # of the default size here (4096 rows), and of 7000 (none of them a
+    # divisor of the rows or of the other chunks below).
+    if windows is not None:
+        monkeypatch.setattr(_init, "_LABEL_ROWS", windows)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((50_001, n_features)) * 3
     w = rng.uniform(0, 2, len(X)) if weighted else None
@@ -47,7 +52,7 @@ def test_nearest_statistics_chunk_by_chunk_equal_labelling_every_row(
     chunked = ArraySource(X, w).nearest_statistics(centres, strategy)
     labels = nearest(X, centres)
     whole = label_statistics(
-        X, w, labels, centres, strategy, chunk_size=_init._LABEL_ROWS
+        X, w, labels, centres, strategy, chunk_size=_init.label_rows(X)
     )
     _assert_stats_identical(chunked, whole)
     # In other chunks the sums differ only by rounding.
@@ -56,6 +61,23 @@ def test_nearest_statistics_chunk_by_chunk_equal_labelling_every_row(
         np.testing.assert_allclose(
             getattr(other, name), getattr(chunked, name), rtol=1e-12, atol=1e-9
         )
+
+
+def test_labelling_windows_grow_with_the_input_within_a_share_of_it(monkeypatch):
+    monkeypatch.setattr(_init, "usable_cpus", lambda: 2)
+    low, high = _init._LABEL_ROWS
+    # Case (a) of benchmarks/bench_em.py (1.5 MiB): the smallest windows.
+    assert _init.label_rows(np.empty((100_000, 2))) == low
+    # Cases (b) and (e) (122 and 61 MiB): the largest.
+    assert _init.label_rows(np.empty((1_000_000, 16))) == high
+    assert _init.label_rows(np.empty((2_000_000, 4), np.float32)) == high
+    # In between, both workers' windows take the share of the input.
+    X = np.empty((400_000, 8))
+    rows = _init.label_rows(X)
+    assert low < rows < high
+    per_row = 40 + 2 * 8 * 8
+    assert 2 * rows * per_row <= _init._LABEL_SHARE * X.nbytes
+    assert 2 * (rows + 1) * per_row > _init._LABEL_SHARE * X.nbytes
 
 
 @pytest.mark.filterwarnings("ignore::gaussmix.DegenerateDataWarning")

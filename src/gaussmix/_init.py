@@ -26,6 +26,7 @@ import numpy as np
 from sklearn.metrics import pairwise_distances_argmin
 
 from ._covariance import CovarianceStrategy
+from ._parallel import usable_cpus
 from ._stats import SufficientStatistics
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ __all__ = [
     "INIT_METHODS",
     "KMEANS_SAMPLE",
     "initial_statistics",
+    "label_rows",
     "nearest",
     "nearest_of_rows",
     "sample_rows",
@@ -50,13 +52,18 @@ KMEANS_SAMPLE = 2**16
 # per row for 2 features, 151 for 16, 535 for 64, with copy_x=False). The
 # sample is kept to this share of the input.
 _SAMPLE_SHARE = 1 / 6
-# Rows labelled by nearest centre per call, by :func:`nearest` and
-# :func:`nearest_of_rows` alike (the same windows, so the same labels, bit
-# for bit). In memory the label statistics are summed one window per chunk,
-# so each window is labelled once and its temporaries stay small (4096 rows:
-# 17% of case (a)'s 1.5 MiB input; 2048-row windows cost case (b) 1.7x the
-# time in scikit-learn's per-call checks).
-_LABEL_ROWS = 4096
+# Rows labelled by nearest centre per call (a window), by :func:`nearest`
+# and :func:`nearest_of_rows` alike (the same windows, so the same labels,
+# bit for bit); in memory the label statistics are summed one window per
+# chunk, so each window is labelled once. At least the first (2048-row
+# windows cost case (b) of benchmarks/bench_em.py 1.7x the time of 4096 in
+# scikit-learn's per-call checks), at most the second, within
+# _LABEL_SHARE of the input for every worker's windows together (see
+# :func:`label_rows`). Seconds to label case (e)'s 2M rows and sum their
+# statistics in windows of 4096 / 8192 / 16384 / 32768 rows: 0.455 /
+# 0.207 / 0.170 / 0.113; case (b): 0.276 / 0.157 / 0.136 / 0.126.
+_LABEL_ROWS = (4096, 2**15)
+_LABEL_SHARE = 1 / 5
 
 
 def sample_rows(
@@ -105,12 +112,28 @@ def distinct_integers(generator: np.random.Generator, n: int, size: int) -> Arra
     return chosen
 
 
+def label_rows(X: Array) -> int:
+    """Rows per labelling window of ``X`` (see ``_LABEL_ROWS``).
+
+    A window's temporaries take at most about ``40 + 2 * D * itemsize``
+    bytes per row (its labels, a component's row numbers, and that
+    component's rows gathered and weighted; measured with tracemalloc:
+    53 bytes per row for 2 float64 features, 1053 for 64, all rows in one
+    component).
+    """
+    low, high = _LABEL_ROWS
+    per_row = 40 + 2 * X.shape[1] * X.itemsize
+    rows = int(_LABEL_SHARE * X.nbytes) // (per_row * usable_cpus())
+    return max(low, min(rows, high))
+
+
 def nearest(X: Array, centres: Array) -> Array:
-    """Label of the nearest centre for every row, in chunks."""
+    """Label of the nearest centre for every row, in windows of rows."""
     labels = np.empty(X.shape[0], dtype=np.int32)
     centres = centres.astype(X.dtype)
-    for start in range(0, X.shape[0], _LABEL_ROWS):
-        rows = slice(start, min(start + _LABEL_ROWS, X.shape[0]))
+    size = label_rows(X)
+    for start in range(0, X.shape[0], size):
+        rows = slice(start, min(start + size, X.shape[0]))
         labels[rows] = pairwise_distances_argmin(X[rows], centres)
     return labels
 
@@ -118,18 +141,20 @@ def nearest(X: Array, centres: Array) -> Array:
 def nearest_of_rows(X: Array, centres: Array) -> Callable[[slice], Array]:
     """``nearest(X, centres)[rows]`` for any slice, without labelling every row.
 
-    Rows are labelled in the same ``_LABEL_ROWS`` windows as :func:`nearest`
-    (so the labels are the same, bit for bit), only those that ``rows``
-    touches: labels and sums can then go chunk by chunk, and the memory
-    stays bounded however many rows there are.
+    Rows are labelled in the same windows as :func:`nearest` (so the labels
+    are the same, bit for bit), only those that ``rows`` touches: labels
+    and sums can then go chunk by chunk (a chunk per window: see
+    :func:`label_rows`), and the memory stays bounded however many rows
+    there are.
     """
     centres = centres.astype(X.dtype)
+    size = label_rows(X)
 
     def labels(rows: slice) -> Array:
-        first = rows.start - rows.start % _LABEL_ROWS
+        first = rows.start - rows.start % size
         parts = []
-        for start in range(first, rows.stop, _LABEL_ROWS):
-            window = slice(start, min(start + _LABEL_ROWS, X.shape[0]))
+        for start in range(first, rows.stop, size):
+            window = slice(start, min(start + size, X.shape[0]))
             parts.append(pairwise_distances_argmin(X[window], centres))
         found = np.concatenate(parts).astype(np.int32, copy=False)
         return found[rows.start - first : rows.stop - first]

@@ -41,7 +41,7 @@ from ._em import (
     resp_statistics,
 )
 from ._em import log_density as row_log_density
-from ._init import _LABEL_ROWS, nearest, nearest_of_rows
+from ._init import label_rows, nearest, nearest_of_rows
 from ._stats import SufficientStatistics
 
 Array = np.ndarray
@@ -337,7 +337,7 @@ class ArraySource(RowSource):
             nearest_of_rows(self.X, centres),
             centres,
             strategy,
-            chunk_size=_LABEL_ROWS,
+            chunk_size=label_rows(self.X),
         )
 
     def n_effective(self) -> int:
