@@ -526,10 +526,10 @@ def test_progress_flag_reports_every_pass(capsys, tmp_path):
     model = gaussmix.load(out_path)
     iterations = [line for line in lines if line.startswith("init 1/1, iteration")]
     assert len(iterations) == 1 + model.n_iter_
-    # Five passes before EM (k-means start), then one per iteration.
-    assert iterations[0].startswith("init 1/1, iteration 0, pass 5,")
+    # Four passes before EM (k-means start), then one per iteration.
+    assert iterations[0].startswith("init 1/1, iteration 0, pass 4,")
     assert iterations[-1].startswith(
-        f"init 1/1, iteration {model.n_iter_}, pass {5 + model.n_iter_}, lower bound"
+        f"init 1/1, iteration {model.n_iter_}, pass {4 + model.n_iter_}, lower bound"
     )
     status, _, err = run(
         capsys, "fit", tmp_path / "d.npy", "-k", 2, "-o", out_path, "--progress"

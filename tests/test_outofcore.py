@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from gaussmix import Chunks, GaussianMixture, _em, _init, _online
+from gaussmix import Chunks, GaussianMixture, _em, _init, _online, _parallel, _stats
 from gaussmix._covariance import get_covariance
 from gaussmix._em import (
     _expansion,
@@ -64,7 +64,7 @@ def test_nearest_statistics_chunk_by_chunk_equal_labelling_every_row(
 
 
 def test_labelling_windows_grow_with_the_input_within_a_share_of_it(monkeypatch):
-    monkeypatch.setattr(_init, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(_parallel, "usable_cpus", lambda: 2)
     low, high = _init._LABEL_ROWS
     # Case (a) of benchmarks/bench_em.py (1.5 MiB): the smallest windows.
     assert _init.label_rows(np.empty((100_000, 2))) == low
@@ -238,9 +238,9 @@ def test_chunks_read_every_chunk_once_per_iteration():
     X = _mixture_rows(70_000)
     source = Chunks(np.array_split(X, 9))
     gm = GaussianMixture(3, random_state=0).fit(source)
-    # magnitude, two for the variances, the k-means sample, the nearest
-    # centre: five passes before EM, then one per iteration.
-    assert source.n_passes == 5 + gm.n_iter_
+    # magnitude, the variances, the k-means sample, the nearest centre: four
+    # passes before EM, then one per iteration.
+    assert source.n_passes == 4 + gm.n_iter_
 
     w = np.ones(len(X))
     weighted = Chunks(np.array_split(X, 9), weights=np.array_split(w, 9))
@@ -248,7 +248,67 @@ def test_chunks_read_every_chunk_once_per_iteration():
         GaussianMixture(3, random_state=0, max_iter=2, tol=0).fit(weighted)
     # Weights add two passes: the rows with positive weight, and the
     # weights the k-means sample is drawn among.
-    assert weighted.n_passes == 7 + 2
+    assert weighted.n_passes == 6 + 2
+
+
+@pytest.mark.parametrize(("dtype", "offset"), [(np.float64, 1e6), (np.float32, 1e2)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_column_variances_in_one_pass_of_chunks(dtype, offset, weighted):
+    # Far from the origin in units of the spread (up to 1e9 of it): squares
+    # about the origin would keep no digit of the variances. Blocks of 1,
+    # 0 and 40k rows, some with no weight, merged in one pass: numpy's
+    # two-pass variance, in float64, of the same values, to within the
+    # rounding of a mean against the spread (Moments).
+    rng = np.random.default_rng(4)
+    spread = np.array([1.0, 1e-3, 10.0])
+    X = (offset + rng.normal(size=(100_001, 3)) * spread).astype(dtype)
+    # Weights in X's dtype, as a fit holds them.
+    w = rng.uniform(0, 3, len(X)).astype(dtype) if weighted else None
+    if weighted:
+        w[5_000:45_000] = 0.0
+    values = X.astype(np.float64)
+    mean = np.average(values, axis=0, weights=w)
+    expected = np.average((values - mean) ** 2, axis=0, weights=w)
+    bounds = [0, 1, 1, 5_000, 45_000, len(X)]
+    pairs = list(itertools.pairwise(bounds))
+    sources = [
+        ArraySource(X, w),
+        Chunks(
+            [X[a:b] for a, b in pairs],
+            weights=None if w is None else [w[a:b] for a, b in pairs],
+        ),
+    ]
+    bound = 4 * np.finfo(np.float64).eps * offset / np.sqrt(expected)
+    for source in sources:
+        error = np.abs(column_variances(source) - expected) / expected
+        assert np.all(error <= bound), (error, bound)
+    assert sources[1].n_passes == 1
+    # A bound that means something: squares about the origin miss it by far
+    # in the narrowest column.
+    naive = np.average(values**2, axis=0, weights=w) - mean**2
+    assert abs(naive[1] - expected[1]) / expected[1] > 1e3 * bound[1]
+
+
+def test_moments_of_blocks_add_up_whatever_their_weights():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(50, 2)) + 3
+    w = rng.uniform(0, 1, 50)
+    whole = _stats.moments_of(X, w)
+    parts = _stats.moments_of(X[:0], w[:0]) + _stats.moments_of(X[:20], w[:20])
+    parts = (
+        parts
+        + _stats.moments_of(X[20:], np.zeros(30))
+        + _stats.moments_of(X[20:], w[20:])
+    )
+    assert parts.weight == pytest.approx(whole.weight, rel=1e-14)
+    np.testing.assert_allclose(parts.mean, whole.mean, rtol=1e-14)
+    np.testing.assert_allclose(parts.squares, whole.squares, rtol=1e-13)
+    np.testing.assert_allclose(
+        whole.variances, np.cov(X, rowvar=False, aweights=w, bias=True).diagonal()
+    )
+    nothing = _stats.moments_of(X, np.zeros(50))
+    assert nothing.weight == 0
+    np.testing.assert_array_equal(nothing.variances, [0.0, 0.0])
 
 
 def test_chunks_from_a_callable_npy_files_and_float32(tmp_path):

@@ -150,6 +150,22 @@ def test_e_step_statistics_equal_numpy(blobs_xp, covariance_type, exact, device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_column_moments_equal_numpy(dtype, device):
+    rng = np.random.default_rng(6)
+    X = (1e3 + rng.normal(size=(30_001, 3)) * [1.0, 1e-2, 1e2]).astype(dtype)
+    weights = rng.uniform(0.0, 2.0, len(X)).astype(dtype)
+    weights[:10_000] = 0.0
+    for w in (None, weights):
+        host, xp = _sources(X, w, device)
+        got, want = xp.column_moments(), host.column_moments()
+        assert got.weight == pytest.approx(want.weight, rel=1e-12)
+        np.testing.assert_allclose(got.mean, want.mean, rtol=1e-13)
+        np.testing.assert_allclose(got.variances, want.variances, rtol=1e-9)
+        assert isinstance(got.variances, np.ndarray)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_initialisation_statistics_equal_numpy(blobs_xp, covariance_type, device):
     strategy = get_covariance(covariance_type)

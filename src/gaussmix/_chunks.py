@@ -91,7 +91,7 @@ class Chunks(RowSource):
     Pass it as X to :meth:`GaussianMixture.fit`: EM is exact (the result
     is the fit of all the rows concatenated, up to the order of additions)
     and keeps one chunk in memory at a time. Every EM iteration reads each
-    chunk once; the initialisation reads them a few more times (five passes
+    chunk once; the initialisation reads them a few more times (four passes
     in all before EM for the default k-means start, two more with weights).
     :attr:`n_passes` counts the passes.
 

@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.metrics import pairwise_distances_argmin
 
 from ._covariance import CovarianceStrategy
-from ._parallel import usable_cpus
+from ._parallel import rows_within_share
 from ._stats import SufficientStatistics
 
 if TYPE_CHECKING:
@@ -121,10 +121,8 @@ def label_rows(X: Array) -> int:
     53 bytes per row for 2 float64 features, 1053 for 64, all rows in one
     component).
     """
-    low, high = _LABEL_ROWS
     per_row = 40 + 2 * X.shape[1] * X.itemsize
-    rows = int(_LABEL_SHARE * X.nbytes) // (per_row * usable_cpus())
-    return max(low, min(rows, high))
+    return rows_within_share(X.nbytes, per_row, _LABEL_SHARE, _LABEL_ROWS)
 
 
 def nearest(X: Array, centres: Array) -> Array:

@@ -27,7 +27,13 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["max_workers", "reduce_chunks", "single_threaded_native", "usable_cpus"]
+__all__ = [
+    "max_workers",
+    "reduce_chunks",
+    "rows_within_share",
+    "single_threaded_native",
+    "usable_cpus",
+]
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -86,6 +92,17 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def rows_within_share(
+    data_bytes: int, per_row: int, share: float, limits: tuple[int, int]
+) -> int:
+    """Rows per chunk whose temporaries (``per_row`` bytes a row), one chunk
+    per usable core, take at most ``share`` of ``data_bytes``; within
+    ``limits`` (least, most)."""
+    low, high = limits
+    rows = int(share * data_bytes) // (per_row * usable_cpus())
+    return max(low, min(rows, high))
 
 
 def max_workers() -> int:

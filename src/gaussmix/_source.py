@@ -31,9 +31,10 @@ import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.utils.validation import validate_data
 
-from ._covariance import CovarianceStrategy, get_covariance
+from ._covariance import CovarianceStrategy
 from ._em import (
     Params,
+    column_moments,
     e_step,
     label_statistics,
     log_prob_resp,
@@ -42,7 +43,7 @@ from ._em import (
 )
 from ._em import log_density as row_log_density
 from ._init import label_rows, nearest, nearest_of_rows
-from ._stats import SufficientStatistics
+from ._stats import Moments, SufficientStatistics
 
 Array = np.ndarray
 T = TypeVar("T")
@@ -202,6 +203,10 @@ class RowSource:
             )
         )
 
+    def column_moments(self) -> Moments:
+        """Weighted mean and centred squares of every column, in one pass."""
+        return self.reduce(lambda X, w, first: column_moments(X, w))
+
     def nearest_statistics(
         self, centres: Array, strategy: CovarianceStrategy
     ) -> SufficientStatistics:
@@ -356,20 +361,8 @@ class ArraySource(RowSource):
 
 
 def column_variances(source: RowSource) -> Array:
-    """Weighted variance of each feature, in float64 (two passes)."""
-    diag = get_covariance("diag")
-    n_features = source.n_features
-
-    def ones(rows: slice) -> Array:
-        return np.ones((rows.stop - rows.start, 1))
-
-    zero = np.zeros((1, n_features))
-    first = source.resp_statistics(ones, zero, diag)
-    mean = first.diff_sum / first.resp_sum[:, None]
-    second = source.resp_statistics(ones, mean, diag)
-    delta = second.diff_sum / second.resp_sum[:, None]
-    centred = diag.centre(second.scatter, second.resp_sum, delta)
-    return np.maximum(centred[0] / second.resp_sum[0], 0.0)
+    """Weighted variance of each feature, in float64 (one pass)."""
+    return source.column_moments().variances
 
 
 # ------------------------------------------------------------- dispatch

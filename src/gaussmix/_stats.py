@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from ._covariance import CovarianceStrategy
 
 Array = np.ndarray
 
-__all__ = ["SufficientStatistics", "block_statistics"]
+__all__ = ["Moments", "SufficientStatistics", "block_statistics", "moments_of"]
 
 
 @dataclass(frozen=True)
@@ -190,3 +191,64 @@ def block_statistics(
         worst_loglik=worst_loglik,
         worst_sample=worst_sample,
     )
+
+
+class Moments(NamedTuple):
+    """Weighted mean and centred sum of squares of each column, in float64.
+
+    Moments of two blocks of rows add with ``+`` (Chan, Golub and LeVeque's
+    update): each block's squares are taken about its own mean, never about
+    the origin, so one pass gives variances whose relative error is about
+    ``eps * |mean| / spread`` (the rounding of the means against the
+    columns' spread, from the differences of means), where squares about
+    the origin lose ``eps * (|mean| / spread)^2``.
+    """
+
+    weight: float  # sum_n w_n
+    mean: Array  # D
+    squares: Array  # D: sum_n w_n (x_n - mean)^2
+
+    def __add__(self, other: object) -> Moments:
+        if not isinstance(other, Moments):
+            return NotImplemented
+        if other.weight == 0:
+            return self
+        if self.weight == 0:
+            return other
+        weight = self.weight + other.weight
+        delta = other.mean - self.mean
+        share = other.weight / weight
+        return Moments(
+            weight,
+            self.mean + delta * share,
+            self.squares + other.squares + delta * delta * (self.weight * share),
+        )
+
+    @property
+    def variances(self) -> Array:
+        """The weighted variance of each column (zero for no weight)."""
+        if self.weight == 0:
+            return np.zeros_like(self.mean)
+        return np.maximum(self.squares / self.weight, 0.0)
+
+
+def moments_of(X: Array, sample_weight: Array | None) -> Moments:
+    """:class:`Moments` of a block of rows (a float64 copy of it is made).
+
+    Column sums are taken as products with the weights (or ones): NumPy's
+    reduction down the columns of a narrow array goes a few values at a
+    time (a pass of case (e) of benchmarks/bench_em.py, 4 columns, took
+    38 ms that way, 17 ms this way).
+    """
+    values = np.array(X, dtype=np.float64)
+    if sample_weight is None:
+        weights = np.ones(values.shape[0])
+    else:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+    weight = float(np.add.reduce(weights))
+    if weight == 0:
+        return Moments(0.0, np.zeros(values.shape[1]), np.zeros(values.shape[1]))
+    mean = (weights @ values) / weight
+    values -= mean
+    values *= values
+    return Moments(weight, mean, weights @ values)

@@ -38,7 +38,7 @@ from ._covariance import CovarianceStrategy
 from ._em import Params, _expansion, _min_log_resp
 from ._parallel import reduce_chunks
 from ._source import RespOfRows, RowSource, check_sample_weight
-from ._stats import SufficientStatistics
+from ._stats import Moments, SufficientStatistics
 
 __all__ = ["XpSource", "fit_source", "prediction_source"]
 
@@ -379,6 +379,35 @@ class XpSource(RowSource):
         if scale == 1.0:
             return self
         return XpSource(self.X * scale, self.sample_weight)
+
+    def column_moments(self) -> Moments:
+        xp = self.xp
+
+        def chunk(rows: slice, X: Array, w: Array | None) -> Moments:
+            values = xp.astype(X, xp.float64)
+            if w is None:
+                weight = float(rows.stop - rows.start)
+                mean = xp.sum(values, axis=0) / weight
+            else:
+                w = xp.astype(w, xp.float64)
+                weight = float(to_numpy(xp.sum(w)))
+                if weight == 0:
+                    return Moments(
+                        0.0, xp.zeros_like(values[0]), xp.zeros_like(values[0])
+                    )
+                mean = (w @ values) / weight
+            centred = values - mean
+            squares = centred * centred
+            return Moments(
+                weight,
+                mean,
+                xp.sum(squares, axis=0) if w is None else w @ squares,
+            )
+
+        # A float64 copy of the rows and of their squares.
+        per_row = 2 * self.n_features * (8 // self.dtype.itemsize)
+        total = self._reduce(per_row, chunk, operator.add)
+        return Moments(total.weight, to_numpy(total.mean), to_numpy(total.squares))
 
     def e_step(
         self, params: Params, strategy: CovarianceStrategy, exact: bool = False
