@@ -118,10 +118,12 @@ _GIL_HELD_OUTPUTS = 500
 
 # Chunks of column_moments: their float64 copies within this share of the
 # input, within these rows. The columns' variances of case (c) of
-# benchmarks/bench_em.py (1M x 16) took 11-13 ms in one such pass, against
-# 41-61 ms in the two passes (mean, then squares about it) of
-# resp_statistics's 4096-row chunks; case (e) (2M x 4) 15-17 against 36-45.
-_MOMENT_CHUNKS = (1 / 5, (1024, 2**15))
+# benchmarks/bench_em.py (1M x 16) took 15-17 ms in one such pass, against
+# 49-53 ms in the two passes (mean, then squares about it) of
+# resp_statistics's 4096-row chunks; case (e) (2M x 4) 16-18 against 36-43.
+# A fifth of the input, as the E-step's chunks take, was no faster than a
+# twentieth (11-17 ms), and raised case (d)'s peak memory to 21% of it.
+_MOMENT_CHUNKS = (1 / 20, (1024, 2**15))
 
 # The expanded E-step is used while ``eps * expansion_error`` stays below
 # this: about 1e-9 relative for float64 (parameters agree with the exact
