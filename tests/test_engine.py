@@ -1,5 +1,6 @@
 """The fast engine: expanded E-step, its exactness checks, threads, init."""
 
+import dataclasses
 import itertools
 import multiprocessing
 import operator
@@ -162,6 +163,124 @@ def test_the_expansion_noise_is_worked_out_once_per_parameters(monkeypatch):
     assert moved > 10 * noise
     monkeypatch.setattr(_em, "_noise_memo", _em._NoiseMemo())  # nothing kept
     assert _em._expansion_noise(np.dtype(np.float32), fitted, strategy) == moved
+
+
+def _four_clusters(distance, seed=3):
+    """4 clusters of 5000 rows in 6-D, unit-scale, ``distance`` apart along axes."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [
+            centre + rng.normal(size=(5000, 6)) * rng.uniform(0.6, 1.2, size=6)
+            for centre in distance * np.eye(4, 6)
+        ]
+    )
+
+
+def _recorded_fit(
+    monkeypatch, X, tol, offset=0.0, max_iter=200, steps=None, n_components=4
+):
+    """A fit of ``X`` whose E-steps are recorded as "x" (exact) or "."
+    (expanded) in ``steps``, the expanded ones' lower bound moved by
+    ``offset``."""
+    import gaussmix._source as source_module
+
+    steps = [] if steps is None else steps
+    real = source_module.e_step
+
+    def recorded(X, sample_weight, params, strategy, chunk_size=None, exact=False):
+        steps.append("x" if exact else ".")
+        stats = real(X, sample_weight, params, strategy, chunk_size, exact)
+        if exact or offset == 0.0:
+            return stats
+        return dataclasses.replace(
+            stats, loglik_sum=stats.loglik_sum + offset * stats.weight_sum
+        )
+
+    monkeypatch.setattr(source_module, "e_step", recorded)
+    init = start_params(X.astype(np.float64), n_components, "full", seed=1)
+    model = GaussianMixture(n_components, tol=tol, max_iter=max_iter, **init).fit(X)
+    monkeypatch.setattr(source_module, "e_step", real)
+    return model, "".join(steps)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e-4, 1e-3])
+def test_float32_convergence_is_judged_exactly_only_where_the_expansion_is_off(
+    monkeypatch, offset
+):
+    """Where a float32 fit's change comes within the bound on the expansion's
+    rounding, the next E-step is taken both exactly and expanded; the
+    expansion is kept if the two lower bounds differ by at most a quarter of
+    tol, else every later E-step is exact; it is measured again where the
+    bound has grown fourfold. Here the bound is set (1, then 100 from the
+    eighth E-step on) and the expanded lower bounds are moved by ``offset``
+    to choose the outcome."""
+    X = _four_clusters(20.0).astype(np.float32)
+    steps: list[str] = []
+    monkeypatch.setitem(_em._EXPANSION_TOLERANCE, np.dtype(np.float32), np.inf)
+    monkeypatch.setattr(
+        _em, "_expansion_noise", lambda *_: 1.0 if len(steps) < 8 else 100.0
+    )
+    tol = 1e-3
+    model, recorded = _recorded_fit(monkeypatch, X, tol, offset, steps=steps)
+    first = recorded.index("x")
+    assert recorded[first + 1] == "."  # the same parameters, expanded
+    later = recorded[first + 2 :]
+    if offset <= _em._TRUSTED_GAP * tol:
+        assert first + 2 < 8 < len(recorded)  # measured again when it grew
+        assert recorded.count("x") == 2
+        second = recorded.index("x", first + 1)
+        assert second >= 8 and recorded[second + 1] == "."
+    else:
+        assert later and set(later) == {"x"}
+    assert model.converged_
+    reference = GaussianMixture(
+        4, tol=tol, **start_params(X.astype(np.float64), 4, "full", seed=1)
+    ).fit(X.astype(np.float64))
+    # The last lower bound is an expanded one, moved, where the expansion was kept.
+    assert abs(model.lower_bound_ - reference.lower_bound_) < 1e-5 + offset
+
+
+def _anisotropic_mixture(n, d, k, seed=0):
+    """``k`` Gaussians at scale-3 random means, random rotated covariances
+    with variances 0.3 to 2 (the data of benchmarks/bench_em.py)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=3.0, size=(k, d))
+    labels = rng.integers(k, size=n)
+    X = np.empty((n, d))
+    for j in range(k):
+        rows = labels == j
+        basis = np.linalg.qr(rng.standard_normal((d, d)))[0]
+        factor = basis * np.sqrt(rng.uniform(0.3, 2.0, size=d))
+        X[rows] = means[j] + rng.standard_normal((int(rows.sum()), d)) @ factor.T
+    return X
+
+
+def test_float32_expansion_checked_against_exact_steps_where_it_matters(monkeypatch):
+    """Unmoved, the expanded and exact lower bounds agree far better than
+    the bound says: at tol=1e-5 a fit checks once and keeps the expansion
+    (such fits were 1.2-6x slower than float64 when every E-step after the
+    bound was exact); a tol float32 cannot resolve keeps exact E-steps; with
+    tol=0 (a fixed number of iterations) nothing is judged, and nothing is
+    exact."""
+    X = _anisotropic_mixture(40_000, 4, 8)
+    X32 = X.astype(np.float32)
+    kept_fit, kept = _recorded_fit(monkeypatch, X32, 1e-5, n_components=8)
+    assert kept.count("x") == 1 and kept.index("x") > 3
+    assert kept_fit.converged_
+    with pytest.warns(ConvergenceWarning):
+        _, unresolved = _recorded_fit(
+            monkeypatch, X32, 1e-10, max_iter=80, n_components=8
+        )
+    first = unresolved.index("x")
+    assert len(unresolved) == 80 + 1 and set(unresolved[first + 2 :]) == {"x"}
+    with pytest.warns(ConvergenceWarning):
+        _, fixed = _recorded_fit(monkeypatch, X32, 0.0, max_iter=30, n_components=8)
+    assert fixed == "." * 30  # one E-step per iteration, none exact
+    with pytest.warns(ConvergenceWarning):
+        _, in_float64 = _recorded_fit(
+            monkeypatch, X, 1e-10, max_iter=60, n_components=8
+        )
+    assert "x" not in in_float64
 
 
 @pytest.mark.parametrize("distance", [1e2, 2e3, 1e4])

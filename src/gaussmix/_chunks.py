@@ -92,8 +92,10 @@ class Chunks(RowSource):
     is the fit of all the rows concatenated, up to the order of additions)
     and keeps one chunk in memory at a time. Every EM iteration reads each
     chunk once; the initialisation reads them a few more times (four passes
-    in all before EM for the default k-means start, two more with weights).
-    :attr:`n_passes` counts the passes.
+    in all before EM for the default k-means start, two more with weights;
+    a float32 fit may read them once more near convergence, to check its
+    expanded E-step against an exact one). :attr:`n_passes` counts the
+    passes.
 
     The chunks are read again for every pass, so they must come out the
     same each time. For a stream that can be read only once, use
