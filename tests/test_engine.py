@@ -665,19 +665,37 @@ def test_distinct_integers_are_a_uniform_sample_in_little_memory():
 
 def test_kmeans_sample_is_sized_by_memory():
     """At most a sixteenth of the rows and 65,536; fewer where the rows are
-    narrow, so that k-means's copies stay a sixth of the input."""
+    narrow, so that k-means's copies stay a sixth of a float32 input (and
+    less of a float64 one)."""
     state = np.random.RandomState(0)
     for n, n_features, k, expected in [
-        (100_000, 2, 5, 2777),  # 1/6 * 100000 * 16 / (2 * 16 + 64)
-        (1_000_000, 16, 5, 1_000_000 // 16),
+        (100_000, 2, 5, 1666),  # 1/6 * 100000 * 8 / (2 * 8 + 64)
+        (1_000_000, 16, 5, 55_555),  # 1/6 * 1e6 * 64 / (2 * 64 + 64)
         (2_000_000, 16, 5, 2**16),
         (500_000, 64, 5, 500_000 // 16),
         (70_000, 1, 40, 64 * 40),  # at least 64 per component
     ]:
-        rows = _init.sample_rows(None, n, k, state, 8 * n_features)
+        rows = _init.sample_rows(None, n, k, state, n_features)
         assert rows.size == expected, (n, n_features)
         assert np.all(np.diff(rows) > 0) and rows[-1] < n
-    assert _init.sample_rows(None, _init.KMEANS_SAMPLE, 5, state, 16) is None
+    assert _init.sample_rows(None, _init.KMEANS_SAMPLE, 5, state, 2) is None
+
+
+def test_float32_and_float64_default_fits_start_from_the_same_sample():
+    """Above 65,536 rows k-means runs on a sample sized by memory, counted
+    in float32 rows whatever the dtype, so both dtypes draw the same rows
+    and reach the same fit. (Sized by each dtype's own rows, this data's
+    float32 fit ended at another optimum, its means 5 apart.)"""
+    X = _anisotropic_mixture(100_000, 3, 5, seed=1)
+    state = np.random.RandomState(0)
+    sample = _init.sample_rows(None, X.shape[0], 5, state, X.shape[1])
+    assert sample.size < X.shape[0] // 16  # sized by memory
+    m64 = GaussianMixture(5, random_state=0).fit(X)
+    m32 = GaussianMixture(5, random_state=0).fit(X.astype(np.float32))
+    assert m32.n_iter_ == m64.n_iter_
+    np.testing.assert_allclose(m32.lower_bound_, m64.lower_bound_, rtol=1e-6)
+    np.testing.assert_allclose(m32.means_, m64.means_, atol=1e-4)
+    np.testing.assert_allclose(m32.covariances_, m64.covariances_, atol=1e-4)
 
 
 def test_sampled_kmeans_uses_only_positive_weights():

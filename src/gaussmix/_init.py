@@ -50,8 +50,15 @@ KMEANS_SAMPLE = 2**16
 # bytes: our copy of the rows, scikit-learn's copy or per-row arrays, and
 # its labels, norms and distances (measured with tracemalloc: 64-91 bytes
 # per row for 2 features, 151 for 16, 535 for 64, with copy_x=False). The
-# sample is kept to this share of the input.
+# sample is kept to this share of the input, sized for float32 rows (4
+# bytes a value) whatever the input's dtype: a float32 fit and a float64
+# fit of the same data then draw the same sample and start alike. (Sized
+# by each dtype's own rows, float32 fits of cases (b), (c) and (e) of
+# benchmarks/bench_em.py drew smaller samples and ended at other optima
+# than float64's, 2e-3 to 5e-3 apart in lower bound; with the same sample,
+# within 4e-8.) A float64 input's sample then costs at most this share.
 _SAMPLE_SHARE = 1 / 6
+_SAMPLE_ITEMSIZE = 4
 # Rows labelled by nearest centre per call (a window), by :func:`nearest`
 # and :func:`nearest_of_rows` alike (the same windows, so the same labels,
 # bit for bit); in memory the label statistics are summed one window per
@@ -71,18 +78,20 @@ def sample_rows(
     n_samples: int,
     n_components: int,
     random_state: np.random.RandomState,
-    row_bytes: int,
+    n_features: int,
 ) -> Array | None:
     """Sorted rows to run k-means on, or None to use all of them.
 
     At most ``KMEANS_SAMPLE`` rows and a sixteenth of them, fewer where
     k-means's memory for the sample would pass ``_SAMPLE_SHARE`` of the
-    input (rows of ``row_bytes`` bytes), and at least 64 per component.
+    input (counted in float32 rows of ``n_features`` values, whatever the
+    dtype), and at least 64 per component.
     """
     candidates = None if sample_weight is None else np.flatnonzero(sample_weight > 0)
     n_candidates = n_samples if candidates is None else candidates.size
     if n_candidates <= KMEANS_SAMPLE:
         return None
+    row_bytes = _SAMPLE_ITEMSIZE * n_features
     affordable = int(_SAMPLE_SHARE * n_candidates * row_bytes) // (2 * row_bytes + 64)
     size = min(KMEANS_SAMPLE, n_candidates // 16, affordable)
     size = max(size, 64 * n_components)
@@ -179,8 +188,9 @@ def initial_statistics(
     n_samples = source.n_samples
     if method in ("kmeans", "k-means++"):
         weights = source.host_weights()
-        row_bytes = source.n_features * np.dtype(source.dtype).itemsize
-        rows = sample_rows(weights, n_samples, n_components, random_state, row_bytes)
+        rows = sample_rows(
+            weights, n_samples, n_components, random_state, source.n_features
+        )
         if method == "kmeans":
             centres, labels = source.kmeans(rows, n_components, random_state)
             if labels is not None:
