@@ -12,7 +12,8 @@ Also reported: the agreement of the two fits (lower bound and parameters),
 the extra peak memory of a fit as a fraction of the input's size (traced
 with tracemalloc, which sees NumPy's allocations), float32 against float64,
 and whole default fits (k-means initialisation + EM to convergence) of
-cases (b), (c) and (e).
+cases (b), (c) and (e), against scikit-learn and, in float32, against our
+float64 (at tol=1e-3 and 1e-5).
 
 Run ``python benchmarks/bench_em.py`` (all cases, a few minutes), or
 ``--cases b,d --repeats 5``; ``--quick`` shrinks every case tenfold.
@@ -242,6 +243,39 @@ def whole_fit(X: np.ndarray, case: Case, repeats: int) -> dict[str, Any]:
     )
 
 
+def float32_whole_fit(
+    X: np.ndarray, case: Case, repeats: int, tol: float
+) -> dict[str, Any]:
+    """Our default fits (k-means initialisation) in float64 and float32, at
+    ``tol``, alternating: the speed-up of a whole float32 fit, and how far
+    it ends from the float64 one (same ``random_state``, so the same start
+    up to the data's rounding)."""
+    X32 = X.astype(np.float32)
+    best: dict[str, float] = {}
+    models: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, data in (("64", X), ("32", X32)):
+            seconds, model = timed(
+                lambda data=data: GaussianMixture(
+                    case.n_components,
+                    covariance_type=case.covariance_type,
+                    random_state=0,
+                    tol=tol,
+                    max_iter=1000,
+                ).fit(data)
+            )
+            best[name] = min(best.get(name, np.inf), seconds)
+            models[name] = model
+    m64, m32 = models["64"], models["32"]
+    return dict(
+        speedup=best["64"] / best["32"],
+        seconds=(best["64"], best["32"]),
+        n_iter=(m64.n_iter_, m32.n_iter_),
+        lower_bound=abs(m32.lower_bound_ - m64.lower_bound_) / abs(m64.lower_bound_),
+        means=relative_difference(m32.means_, m64.means_),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="a,b,c,d,e")
@@ -377,7 +411,22 @@ def main(argv: list[str] | None = None) -> None:
                     f"gaussmix {ours:.1%}, sklearn {theirs:.1%}",
                     flush=True,
                 )
-            whole_rows.append((key, whole, memory))
+            float32 = ""
+            if not args.no_float32:
+                parts = []
+                for tol in (1e-3, 1e-5):
+                    f32 = float32_whole_fit(X, case, max(1, args.repeats - 1), tol)
+                    parts.append(f"{f32['speedup']:.2f}x, {f32['lower_bound']:.0e}")
+                    print(
+                        f"    float32 whole default fit, tol={tol:g}: "
+                        f"{f32['speedup']:.2f}x our float64 ({f32['seconds'][0]:.2f} "
+                        f"/ {f32['seconds'][1]:.2f} s, n_iter {f32['n_iter'][0]}/"
+                        f"{f32['n_iter'][1]}); relative difference: lower bound "
+                        f"{f32['lower_bound']:.1e}, means {f32['means']:.1e}",
+                        flush=True,
+                    )
+                float32 = " / ".join(parts)
+            whole_rows.append((key, whole, memory, float32))
 
     print()
     print(
@@ -398,14 +447,15 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print(
             "| whole default fit | sklearn s | gaussmix s | ratio "
-            "| lower bound, ours / sklearn | extra peak memory, ours / sklearn |"
+            "| lower bound, ours / sklearn | extra peak memory, ours / sklearn "
+            "| float32 speed-up, rel. diff, tol=1e-3 / 1e-5 |"
         )
-        print("|---|---|---|---|---|---|")
-        for key, whole, memory in whole_rows:
+        print("|---|---|---|---|---|---|---|")
+        for key, whole, memory, float32 in whole_rows:
             print(
                 f"| {key} | {whole['sklearn']:.2f} | {whole['gaussmix']:.2f} "
                 f"| {whole['ratio']:.1f}x | {whole['lower_bound'][0]:.4f} / "
-                f"{whole['lower_bound'][1]:.4f} | {memory} |"
+                f"{whole['lower_bound'][1]:.4f} | {memory} | {float32} |"
             )
     print()
     print(f"load average at end: {os.getloadavg()}")
