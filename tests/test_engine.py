@@ -1,6 +1,5 @@
 """The fast engine: expanded E-step, its exactness checks, threads, init."""
 
-import dataclasses
 import itertools
 import multiprocessing
 import operator
@@ -165,81 +164,6 @@ def test_the_expansion_noise_is_worked_out_once_per_parameters(monkeypatch):
     assert _em._expansion_noise(np.dtype(np.float32), fitted, strategy) == moved
 
 
-def _four_clusters(distance, seed=3):
-    """4 clusters of 5000 rows in 6-D, unit-scale, ``distance`` apart along axes."""
-    rng = np.random.default_rng(seed)
-    return np.concatenate(
-        [
-            centre + rng.normal(size=(5000, 6)) * rng.uniform(0.6, 1.2, size=6)
-            for centre in distance * np.eye(4, 6)
-        ]
-    )
-
-
-def _recorded_fit(
-    monkeypatch, X, tol, offset=0.0, max_iter=200, steps=None, n_components=4
-):
-    """A fit of ``X`` whose E-steps are recorded as "x" (exact) or "."
-    (expanded) in ``steps``, the expanded ones' lower bound moved by
-    ``offset``."""
-    import gaussmix._source as source_module
-
-    steps = [] if steps is None else steps
-    real = source_module.e_step
-
-    def recorded(X, sample_weight, params, strategy, chunk_size=None, exact=False):
-        steps.append("x" if exact else ".")
-        stats = real(X, sample_weight, params, strategy, chunk_size, exact)
-        if exact or offset == 0.0:
-            return stats
-        return dataclasses.replace(
-            stats, loglik_sum=stats.loglik_sum + offset * stats.weight_sum
-        )
-
-    monkeypatch.setattr(source_module, "e_step", recorded)
-    init = start_params(X.astype(np.float64), n_components, "full", seed=1)
-    model = GaussianMixture(n_components, tol=tol, max_iter=max_iter, **init).fit(X)
-    monkeypatch.setattr(source_module, "e_step", real)
-    return model, "".join(steps)
-
-
-@pytest.mark.parametrize("offset", [0.0, 1e-4, 1e-3])
-def test_float32_convergence_is_judged_exactly_only_where_the_expansion_is_off(
-    monkeypatch, offset
-):
-    """Where a float32 fit's change comes within the bound on the expansion's
-    rounding, the next E-step is taken both exactly and expanded; the
-    expansion is kept if the two lower bounds differ by at most a quarter of
-    tol, else every later E-step is exact; it is measured again where the
-    bound has grown fourfold. Here the bound is set (1, then 100 from the
-    eighth E-step on) and the expanded lower bounds are moved by ``offset``
-    to choose the outcome."""
-    X = _four_clusters(20.0).astype(np.float32)
-    steps: list[str] = []
-    monkeypatch.setitem(_em._EXPANSION_TOLERANCE, np.dtype(np.float32), np.inf)
-    monkeypatch.setattr(
-        _em, "_expansion_noise", lambda *_: 1.0 if len(steps) < 8 else 100.0
-    )
-    tol = 1e-3
-    model, recorded = _recorded_fit(monkeypatch, X, tol, offset, steps=steps)
-    first = recorded.index("x")
-    assert recorded[first + 1] == "."  # the same parameters, expanded
-    later = recorded[first + 2 :]
-    if offset <= _em._TRUSTED_GAP * tol:
-        assert first + 2 < 8 < len(recorded)  # measured again when it grew
-        assert recorded.count("x") == 2
-        second = recorded.index("x", first + 1)
-        assert second >= 8 and recorded[second + 1] == "."
-    else:
-        assert later and set(later) == {"x"}
-    assert model.converged_
-    reference = GaussianMixture(
-        4, tol=tol, **start_params(X.astype(np.float64), 4, "full", seed=1)
-    ).fit(X.astype(np.float64))
-    # The last lower bound is an expanded one, moved, where the expansion was kept.
-    assert abs(model.lower_bound_ - reference.lower_bound_) < 1e-5 + offset
-
-
 def _anisotropic_mixture(n, d, k, seed=0):
     """``k`` Gaussians at scale-3 random means, random rotated covariances
     with variances 0.3 to 2 (the data of benchmarks/bench_em.py)."""
@@ -255,32 +179,116 @@ def _anisotropic_mixture(n, d, k, seed=0):
     return X
 
 
-def test_float32_expansion_checked_against_exact_steps_where_it_matters(monkeypatch):
-    """Unmoved, the expanded and exact lower bounds agree far better than
-    the bound says: at tol=1e-5 a fit checks once and keeps the expansion
-    (such fits were 1.2-6x slower than float64 when every E-step after the
-    bound was exact); a tol float32 cannot resolve keeps exact E-steps; with
-    tol=0 (a fixed number of iterations) nothing is judged, and nothing is
-    exact."""
+def _recorded_fit(monkeypatch, X, tol, max_iter=200, gap=None):
+    """A default-start fit of ``X`` (8 components) whose E-steps are
+    recorded as "x" (exact) or "." (expanded), and the gaps it measured;
+    ``gap`` (a function of the number of E-steps so far) replaces the
+    measured gap."""
+    import gaussmix._source as source_module
+
+    steps: list[str] = []
+    gaps: list[float] = []
+    real_step, real_gap = source_module.e_step, ArraySource.expansion_gap
+
+    def recorded_step(X, weights, params, strategy, chunk_size=None, exact=False):
+        steps.append("x" if exact else ".")
+        return real_step(X, weights, params, strategy, chunk_size, exact)
+
+    def recorded_gap(self, params, strategy):
+        gaps.append(
+            real_gap(self, params, strategy) if gap is None else gap(len(steps))
+        )
+        return gaps[-1]
+
+    monkeypatch.setattr(source_module, "e_step", recorded_step)
+    monkeypatch.setattr(ArraySource, "expansion_gap", recorded_gap)
+    model = GaussianMixture(8, tol=tol, max_iter=max_iter, random_state=0).fit(X)
+    monkeypatch.setattr(source_module, "e_step", real_step)
+    monkeypatch.setattr(ArraySource, "expansion_gap", real_gap)
+    return model, "".join(steps), gaps
+
+
+@pytest.mark.parametrize("gap", [0.0, 2.5e-6, 2.6e-6, np.inf])
+def test_float32_convergence_is_judged_exactly_only_where_the_expansion_is_off(
+    monkeypatch, gap
+):
+    """Where a float32 fit's change comes within the bound on the expansion's
+    rounding, the gap between the expanded and exact lower bounds is
+    measured: at most a quarter of tol, the expansion stays, and the gap is
+    measured again only where the bound has grown fourfold; beyond, every
+    later E-step is exact. Here the bound is set (1 for three iterations,
+    then 100) and so is the measured gap."""
+    X = _anisotropic_mixture(40_000, 4, 8).astype(np.float32)
+    tol = 1e-5
+    n_iters = [0]
+    monkeypatch.setitem(_em._EXPANSION_TOLERANCE, np.dtype(np.float32), np.inf)
+    monkeypatch.setattr(
+        _em, "_expansion_noise", lambda *_: 1.0 if n_iters[-1] <= 3 else 100.0
+    )
+    monkeypatch.setattr(
+        GaussianMixture,
+        "_report_iteration",
+        lambda self, n_iter, params, lower_bound: n_iters.append(n_iter),
+    )
+    model, steps, gaps = _recorded_fit(monkeypatch, X, tol, gap=lambda _: gap)
+    assert model.converged_ and model.n_iter_ > 5
+    if gap <= _em._TRUSTED_GAP * tol:
+        assert steps == "." * model.n_iter_
+        assert len(gaps) == 2  # at the second iteration, and when the bound grew
+    else:
+        assert len(gaps) == 1
+        assert steps[:2] == ".." and set(steps[2:]) == {"x"}
+
+
+def test_float32_expansion_measured_where_it_matters(monkeypatch):
+    """Unchanged, the expanded and exact lower bounds agree far better than
+    the bound says: at tol=1e-5 a fit measures the gap once and keeps the
+    expansion (such fits were 1.2-6x slower than float64 when every E-step
+    after the bound was exact); a tol that float32 cannot resolve brings
+    exact E-steps; with tol=0 (a fixed number of iterations) nothing is
+    judged, and in float64 the bound is below 1e-9 by construction."""
     X = _anisotropic_mixture(40_000, 4, 8)
     X32 = X.astype(np.float32)
-    kept_fit, kept = _recorded_fit(monkeypatch, X32, 1e-5, n_components=8)
-    assert kept.count("x") == 1 and kept.index("x") > 3
-    assert kept_fit.converged_
+    kept_fit, kept, gaps = _recorded_fit(monkeypatch, X32, 1e-5)
+    assert kept_fit.converged_ and kept == "." * kept_fit.n_iter_
+    assert len(gaps) == 1 and 0.0 < gaps[0] <= 1e-5 / 4
     with pytest.warns(ConvergenceWarning):
-        _, unresolved = _recorded_fit(
-            monkeypatch, X32, 1e-10, max_iter=80, n_components=8
-        )
+        _, unresolved, gaps = _recorded_fit(monkeypatch, X32, 1e-10, max_iter=60)
     first = unresolved.index("x")
-    assert len(unresolved) == 80 + 1 and set(unresolved[first + 2 :]) == {"x"}
+    assert len(gaps) == 1 and gaps[0] > 1e-10 / 4
+    assert first > 3 and set(unresolved[first:]) == {"x"}
     with pytest.warns(ConvergenceWarning):
-        _, fixed = _recorded_fit(monkeypatch, X32, 0.0, max_iter=30, n_components=8)
-    assert fixed == "." * 30  # one E-step per iteration, none exact
+        _, fixed, gaps = _recorded_fit(monkeypatch, X32, 0.0, max_iter=30)
+    assert fixed == "." * 30 and not gaps
     with pytest.warns(ConvergenceWarning):
-        _, in_float64 = _recorded_fit(
-            monkeypatch, X, 1e-10, max_iter=60, n_components=8
+        _, in_float64, gaps = _recorded_fit(monkeypatch, X, 1e-10, max_iter=30)
+    assert in_float64 == "." * 30 and not gaps
+
+
+@pytest.mark.parametrize("n_iter", [3, 10, 40])
+def test_expansion_gap_on_a_sample_bounds_the_gap_over_all_rows(monkeypatch, n_iter):
+    """The gap measured on every row is that of the two E-steps' lower
+    bounds; measured on a sample, plus three standard errors, it is at
+    least that, and far below the worst-case bound."""
+    X = _anisotropic_mixture(60_000, 16, 16, seed=1)
+    X32 = X.astype(np.float32)
+    strategy = get_covariance("full")
+    with pytest.warns(ConvergenceWarning):
+        params = _params(
+            GaussianMixture(16, max_iter=n_iter, tol=0, random_state=0).fit(X)
         )
-    assert "x" not in in_float64
+    expanded = e_step(X32, None, params, strategy).mean_loglik
+    exact = e_step(X32, None, params, strategy, exact=True).mean_loglik
+    gap = abs(expanded - exact)
+    everything = ArraySource(X32, None).expansion_gap(params, strategy)
+    np.testing.assert_allclose(everything, gap, rtol=0.05)
+    import gaussmix._source as source_module
+
+    monkeypatch.setattr(source_module, "GAP_ROWS", 8192)
+    sampled = ArraySource(X32, None).expansion_gap(params, strategy)
+    bound = _em._expansion_noise(np.dtype(np.float32), params, strategy)
+    assert gap <= sampled <= bound / 10
+    assert _em.expansion_gap(X, None, params, strategy) < 1e-12  # float64
 
 
 @pytest.mark.parametrize("distance", [1e2, 2e3, 1e4])

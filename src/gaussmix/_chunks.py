@@ -93,8 +93,8 @@ class Chunks(RowSource):
     and keeps one chunk in memory at a time. Every EM iteration reads each
     chunk once; the initialisation reads them a few more times (four passes
     in all before EM for the default k-means start, two more with weights;
-    a float32 fit may read them once more near convergence, to check its
-    expanded E-step against an exact one). :attr:`n_passes` counts the
+    a float32 fit may read them once more near convergence, for a sample
+    of rows to measure its expanded E-step's rounding on). :attr:`n_passes` counts the
     passes.
 
     The chunks are read again for every pass, so they must come out the

@@ -356,6 +356,7 @@ default="kmeans"
                     variance_floor=variance_floor,
                     lower_bound=lower_bound,
                     callback=self._report_iteration,
+                    expansion_gap=lambda params: source.expansion_gap(params, strategy),
                 )
                 logger.info(
                     "Initialization %s. lower bound %.5f.",

@@ -33,16 +33,18 @@ from sklearn.utils.validation import validate_data
 
 from ._covariance import CovarianceStrategy
 from ._em import (
+    GAP_ROWS,
     Params,
     column_moments,
     e_step,
+    expansion_gap,
     label_statistics,
     log_prob_resp,
     most_probable,
     resp_statistics,
 )
 from ._em import log_density as row_log_density
-from ._init import label_rows, nearest, nearest_of_rows
+from ._init import distinct_integers, label_rows, nearest, nearest_of_rows
 from ._stats import Moments, SufficientStatistics
 
 Array = np.ndarray
@@ -182,6 +184,22 @@ class RowSource:
         return self.reduce(
             lambda X, w, first: e_step(X, w, params, strategy, exact=exact)
         )
+
+    def expansion_gap(self, params: Params, strategy: CovarianceStrategy) -> float:
+        """How far the expanded E-step's lower bound may be from the exact one
+        (:func:`_em.expansion_gap`), on every row up to ``GAP_ROWS``, else on
+        a uniform sample of that many, drawn with a fixed seed: the fit's
+        ``random_state`` is not drawn from, so its stream stays
+        scikit-learn's."""
+        n_samples = self.n_samples
+        everything = n_samples <= GAP_ROWS
+        rows = (
+            np.arange(n_samples)
+            if everything
+            else distinct_integers(np.random.default_rng(0), n_samples, GAP_ROWS)
+        )
+        X, weights = self.take(rows)
+        return expansion_gap(X, weights, params, strategy, everything)
 
     def resp_statistics(
         self, resp_of_rows: RespOfRows, shift: Array, strategy: CovarianceStrategy
