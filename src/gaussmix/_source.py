@@ -44,7 +44,7 @@ from ._em import (
     resp_statistics,
 )
 from ._em import log_density as row_log_density
-from ._init import distinct_integers, label_rows, nearest, nearest_of_rows
+from ._init import label_rows, nearest, nearest_of_rows
 from ._stats import Moments, SufficientStatistics
 
 Array = np.ndarray
@@ -188,15 +188,16 @@ class RowSource:
     def expansion_gap(self, params: Params, strategy: CovarianceStrategy) -> float:
         """How far the expanded E-step's lower bound may be from the exact one
         (:func:`_em.expansion_gap`), on every row up to ``GAP_ROWS``, else on
-        a uniform sample of that many, drawn with a fixed seed: the fit's
-        ``random_state`` is not drawn from, so its stream stays
-        scikit-learn's."""
+        that many rows drawn uniformly and independently (so with repeats),
+        with a fixed seed: the fit's ``random_state`` is not drawn from, so
+        its stream stays scikit-learn's. (Distinct rows took 59 ms to draw
+        from 200,000, the gap itself 24 ms.)"""
         n_samples = self.n_samples
         everything = n_samples <= GAP_ROWS
         rows = (
             np.arange(n_samples)
             if everything
-            else distinct_integers(np.random.default_rng(0), n_samples, GAP_ROWS)
+            else np.sort(np.random.default_rng(0).integers(0, n_samples, GAP_ROWS))
         )
         X, weights = self.take(rows)
         return expansion_gap(X, weights, params, strategy, everything)
