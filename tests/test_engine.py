@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from scipy.special import logsumexp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from threadpoolctl import threadpool_limits
@@ -289,6 +290,33 @@ def test_expansion_gap_on_a_sample_bounds_the_gap_over_all_rows(monkeypatch, n_i
     bound = _em._expansion_noise(np.dtype(np.float32), params, strategy)
     assert gap <= sampled <= bound / 10
     assert _em.expansion_gap(X, None, params, strategy) < 1e-12  # float64
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("n_components", [1, 3, 32])
+def test_logsumexp_of_rows_equals_scipy_and_leaves_its_input(
+    dtype, order, n_components
+):
+    """Blocks of rows are taken transposed; the input, whatever its memory
+    order, is not changed (an F-ordered block's transpose is C-ordered: it
+    must still be copied), and rows of -inf, inf and NaN give scipy's."""
+    rng = np.random.default_rng(0)
+    a = np.asarray(rng.normal(scale=30.0, size=(10_000, n_components)), dtype, order)
+    a[0] = -np.inf
+    a[1, 0] = np.inf
+    a[2, -1] = np.nan
+    a[3] = -1e4
+    before = a.copy()
+    with np.errstate(all="ignore"):
+        expected = logsumexp(a.astype(np.float64), axis=1)
+    got = _em._logsumexp_rows(a)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(a, before)
+    np.testing.assert_array_equal(got[:3], expected[:3])
+    # Rounding of the largest term (up to about 150) where the sum is near 0.
+    eps = float(np.finfo(dtype).eps)
+    np.testing.assert_allclose(got[3:], expected[3:], rtol=8 * eps, atol=300 * eps)
 
 
 @pytest.mark.parametrize("distance", [1e2, 2e3, 1e4])
