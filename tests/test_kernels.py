@@ -420,6 +420,9 @@ def test_small_e_steps_and_odd_arrays_use_numpy(compiled):
     assert _kernels.for_e_step(X, big - 1, X.dtype) is None
     assert _kernels.for_e_step(X, big, X.dtype) is compiled
     assert _kernels.for_e_step(X, big, np.dtype(np.float32)) is None
+    # float32 rows expanded in float64 (cast chunk by chunk).
+    assert _kernels.for_e_step(X.astype(np.float32), big, X.dtype) is compiled
+    assert _kernels.for_e_step(X.astype(np.float16), big, X.dtype) is None
     assert _kernels.for_e_step(X.astype(">f8"), big, np.dtype(">f8")) is None
     assert _kernels.for_e_step([[0.0]], big, X.dtype) is None
 
@@ -532,3 +535,43 @@ def test_a_failing_compiler_falls_back_to_numpy(monkeypatch, compiled):
         gm = GaussianMixture(3, random_state=0, max_iter=5).fit(_large_data())
     assert np.isfinite(gm.lower_bound_)
     assert _kernels._module is None  # decided once: no warning per fit
+
+
+@pytest.mark.parametrize("path", ["always", "never"])
+def test_float32_rows_are_expanded_in_float64_where_float32_would_lose_digits(
+    request, path
+):
+    """Clusters far apart in units of their spread: the float32 expansion is
+    refused, and float32 rows are expanded in float64 (cast chunk by chunk
+    for the kernels), not given the exact E-step, which costs 10-40x as
+    much. The statistics are then those of the same rows in float64."""
+    request.getfixturevalue(path)
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(3000, 3)), rng.normal(size=(3000, 3)) + 400.0])
+    X32 = X.astype(np.float32)
+    strategy = get_covariance("full")
+    covariances = np.stack([np.eye(3)] * 2)
+    params = _em.Params(
+        np.array([0.5, 0.5]),
+        np.vstack([X[:3000].mean(axis=0), X[3000:].mean(axis=0)]),
+        covariances,
+        strategy.precision_cholesky(covariances),
+    )
+    assert _em._expansion(np.dtype(np.float32), params, strategy) is None
+    working = _em._working_expansion(np.dtype(np.float32), params, strategy)
+    assert working is not None and working.weights.dtype == np.float64
+    fast = _em.e_step(X32, None, params, strategy)
+    in_float64 = _em.e_step(X32.astype(np.float64), None, params, strategy)
+    exact = _em.e_step(X32, None, params, strategy, exact=True)
+    assert np.array_equal(fast.shift, in_float64.shift)
+    np.testing.assert_allclose(fast.mean_loglik, in_float64.mean_loglik, rtol=1e-13)
+    np.testing.assert_allclose(fast.resp_sum, in_float64.resp_sum, rtol=1e-12)
+    np.testing.assert_allclose(fast.scatter, in_float64.scatter, rtol=1e-9)
+    np.testing.assert_allclose(fast.mean_loglik, exact.mean_loglik, rtol=1e-6)
+    log_density = _em.log_density(X32, params, strategy)
+    assert log_density.dtype == np.float32
+    np.testing.assert_allclose(
+        log_density,
+        _em.log_density(X32.astype(np.float64), params, strategy),
+        rtol=1e-6,
+    )

@@ -135,7 +135,8 @@ _MOMENT_CHUNKS = (1 / 20, (1024, 2**15))
 # error in a covariance's smallest direction (typically 1e-6 norm-wise);
 # float32 with exact differences already loses about 3e-4 there, and
 # convergence is judged by exact E-steps where the expanded lower bound is
-# measured to be too rough for tol (see ``em``).
+# measured to be too rough for tol (see ``em``). Beyond the float32 bound,
+# float32 rows are expanded in float64 (:func:`_working_expansion`).
 _EXPANSION_TOLERANCE = {
     np.dtype(np.float64): 2.0**-30,
     np.dtype(np.float32): 2.0**-8,
@@ -278,6 +279,24 @@ def _expansion(
     )
 
 
+def _working_expansion(
+    dtype: np.dtype, params: Params, strategy: CovarianceStrategy
+) -> _Expansion | None:
+    """The expanded form for rows of ``dtype``: in that dtype, else in
+    float64 (float32 rows whose expansion would lose too many digits in
+    float32: components over about 180 of their smallest standard
+    deviations from the centre), else None (exact differences).
+
+    Expanded in float64, float32 rows cost about what float64 rows do, where
+    exact differences cost 10-40x that (cases (c) and (e) of
+    benchmarks/bench_em.py).
+    """
+    expansion = _expansion(dtype, params, strategy)
+    if expansion is None and np.dtype(dtype) != np.float64:
+        expansion = _expansion(np.dtype(np.float64), params, strategy)
+    return expansion
+
+
 class _ChunkBuffers:
     """Per-thread work arrays of the expanded E-step, reused for every chunk."""
 
@@ -359,7 +378,10 @@ def _expanded_log_prob(
         strategy.expand(phi, buffers.n_features)
     else:
         kernels.centre_transposed(
-            _rows_for_kernels(X, rows), expansion.centre, buffers.phi, buffers.start
+            _rows_for_kernels(X, rows, expansion.weights.dtype),
+            expansion.centre,
+            buffers.phi,
+            buffers.start,
         )
         kernels.quadratic(*expansion.pairs, buffers.phi, buffers.start, n)
     log_prob = buffers.log_prob[:, :n]
@@ -458,11 +480,13 @@ def _grouped_product(phi: Array, resp: Array, groups: int) -> Array:
     return product
 
 
-def _rows_for_kernels(X: Array, rows: slice) -> Array:
-    """``X[rows]`` as the compiled kernels take it: C-contiguous (a copy only
-    where ``X`` is not) and read-only (a flag of this view only), so that one
-    compiled variant per dtype serves every input, memory-mapped or not."""
-    chunk = np.ascontiguousarray(X[rows])
+def _rows_for_kernels(X: Array, rows: slice, dtype: np.dtype) -> Array:
+    """``X[rows]`` as the compiled kernels take it: C-contiguous and of the
+    work arrays' ``dtype`` (a copy only where ``X`` is not: float32 rows
+    expanded in float64 are cast) and read-only (a flag of this view only),
+    so that one compiled variant per dtype serves every input,
+    memory-mapped or not."""
+    chunk = np.ascontiguousarray(X[rows], dtype=dtype)
     chunk.flags.writeable = False
     return chunk
 
@@ -480,7 +504,7 @@ def _compiled_chunk_statistics(
     sums = np.zeros(buffers.product.shape)
     weights = buffers.no_weights if sample_weight is None else sample_weight[rows]
     loglik_sum, worst, row = kernels.expanded_chunk(
-        _rows_for_kernels(X, rows),
+        _rows_for_kernels(X, rows, expansion.weights.dtype),
         rows.start,
         expansion.centre,
         *expansion.pairs,
@@ -510,12 +534,14 @@ def _expanded_e_step(
 ) -> SufficientStatistics:
     n_components, n_expanded = expansion.weights.shape
     n_features = X.shape[1]
+    # The work arrays' (float64 for float32 rows expanded in float64).
+    itemsize = expansion.weights.itemsize
     if chunk_size:
         size = chunk_size
-        threaded = _worth_threads(size, n_expanded, n_components, X.itemsize)
+        threaded = _worth_threads(size, n_expanded, n_components, itemsize)
         workers = None if threaded else 1
     else:
-        size, workers = expanded_chunks(n_expanded, n_components, X.itemsize, X.nbytes)
+        size, workers = expanded_chunks(n_expanded, n_components, itemsize, X.nbytes)
     total = reduce_chunks(
         _buffer_factory(X, expansion, size, threaded=workers is None),
         lambda buffers, rows: _expanded_chunk_statistics(
@@ -570,7 +596,9 @@ def _expanded_log_prob_all(
 ) -> Array:
     """Weighted log-densities of every row (n x K), by the expanded form."""
     n_components, n_expanded = expansion.weights.shape
-    size, workers = expanded_chunks(n_expanded, n_components, X.itemsize, X.nbytes)
+    size, workers = expanded_chunks(
+        n_expanded, n_components, expansion.weights.itemsize, X.nbytes
+    )
     return _write_rows(
         X,
         np.empty((X.shape[0], n_components), dtype=X.dtype),
@@ -638,7 +666,7 @@ def weighted_log_prob(
     ``exact`` forces per-component differences even where the expanded
     form would be accurate enough.
     """
-    expansion = None if exact else _expansion(X.dtype, params, strategy)
+    expansion = None if exact else _working_expansion(X.dtype, params, strategy)
     if expansion is not None:
         return _expanded_log_prob_all(X, expansion, strategy)
     n_components, n_features = params.means.shape
@@ -666,10 +694,12 @@ def _per_row(
     so the results are the same as from its n x K array, bit for bit, with
     no n x K array made.
     """
-    expansion = _expansion(X.dtype, params, strategy)
+    expansion = _working_expansion(X.dtype, params, strategy)
     if expansion is not None:
         n_components, n_expanded = expansion.weights.shape
-        size, workers = expanded_chunks(n_expanded, n_components, X.itemsize, X.nbytes)
+        size, workers = expanded_chunks(
+            n_expanded, n_components, expansion.weights.itemsize, X.nbytes
+        )
         return _write_rows(
             X,
             out,
@@ -726,7 +756,7 @@ def expansion_gap(
     sample; 0 where ``params`` are not expanded (the E-step is exact), and
     inf where a difference is not finite.
     """
-    expansion = _expansion(X.dtype, params, strategy)
+    expansion = _working_expansion(X.dtype, params, strategy)
     if expansion is None or X.shape[0] == 0:
         return 0.0
     expanded = _logsumexp_rows(_expanded_log_prob_all(X, expansion, strategy))
@@ -803,7 +833,7 @@ def e_step(
     differences for the M-step's sums while still in cache. Either way they
     depend only on ``params`` and the rows, so statistics of row blocks add.
     """
-    expansion = None if exact else _expansion(X.dtype, params, strategy)
+    expansion = None if exact else _working_expansion(X.dtype, params, strategy)
     if expansion is not None:
         return _expanded_e_step(X, sample_weight, expansion, strategy, chunk_size)
     n_components, n_features = params.means.shape

@@ -114,14 +114,17 @@ def for_e_step(X: np.ndarray, n_values: int, dtype: np.dtype) -> ModuleType | No
     """The compiled kernels for an E-step over ``X``, or None for NumPy.
 
     None where the E-step is small (``n_values`` feature values), or where
-    numba cannot take ``X`` as it is (another dtype than the work arrays',
-    non-native byte order, not a NumPy array).
+    numba cannot take ``X`` as it is (non-native byte order, not a NumPy
+    array). Rows of another dtype than the work arrays' ``dtype`` (float32
+    rows expanded in float64) are cast chunk by chunk.
     """
     if n_values < _MIN_VALUES:
         return None
     if not isinstance(X, np.ndarray):
         return None
-    if X.dtype != dtype or not X.dtype.isnative or dtype not in _DTYPES:
+    if not X.dtype.isnative or dtype not in _DTYPES:
+        return None
+    if X.dtype != dtype and (X.dtype, dtype) != _DTYPES:  # (float32, float64)
         return None
     return _load(dtype)
 
