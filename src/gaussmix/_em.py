@@ -80,7 +80,11 @@ _EXPANDED_ROWS = (256, 2**15)
 # memory stays a small fraction of the data at any size (case (a): 1.5 MiB
 # of data, whose 8184-row buffers were 55% of it), or under
 # _EXPANDED_LEAST_BYTES, so that small inputs are not cut into tiny chunks.
-_EXPANDED_SHARE = 1 / 5
+# A sixth, not a fifth: with a fifth, (a)'s float32 E-step (0.8 MiB of
+# data, whose fixed costs weigh twice as much as in float64) peaked at 26%
+# of it; a sixth costs (a)'s E-step 8-10% (2.07 -> 2.25 ms in float64,
+# 1.63 -> 1.80 in float32) and no other case of the benchmark anything.
+_EXPANDED_SHARE = 1 / 6
 _EXPANDED_LEAST_BYTES = 2**17
 # Chunks of fewer multiply-adds than this (rows x features x components, in
 # float64; float32 chunks need twice as many, since their calls take about
@@ -94,6 +98,15 @@ _EXPANDED_LEAST_BYTES = 2**17
 # - case (c) at 100k rows, 3016 rows (1.6M): 10.1 / 7.1 and 5.9 / 6.4;
 # - case (b) at 100k rows, 920 rows (2.3M): 33.2 / 18.4 and 17.8 / 12.6.
 _THREADED_MULTIPLY_ADDS = 2**20
+# Chunks need no more rows than make this many multiply-adds in each of
+# their two products (features x components x rows): case (d) of
+# benchmarks/bench_em.py (2145 features, 32 components) took the same time
+# per float32 E-step in chunks of 256 rows as in the 480 that 4 MiB
+# allowed (0.371-0.378 s), whose buffers were 17% of its input; with the
+# parameters and the partial sums (F x K, float64) beside them, a whole
+# float32 fit's extra peak was 38% of the input. Only products this large
+# are cut: the other cases of the benchmark keep their chunks.
+_ENOUGH_MULTIPLY_ADDS = 2**24
 
 # OpenBLAS (the BLAS of NumPy's and SciPy's wheels) multiplies matrices of
 # at most a million multiply-adds (M * N * K) with faster kernels on x86-64:
@@ -210,7 +223,8 @@ def expanded_chunks(
     buffers at a fifth of the data would be chunks of 56 rows, took an
     E-step 1.2x longer in float64 and 1.45x in float32 than with 256.
     Chunks too small to be worth a thread (``_THREADED_MULTIPLY_ADDS``) are
-    run by one worker, whose chunks may then be twice as long.
+    run by one worker, whose chunks may then be twice as long. No more rows
+    than make ``_ENOUGH_MULTIPLY_ADDS`` in each product.
 
     A multiple of 8, and never one whose features are a multiple of 4 KiB
     apart: the rows of ``phi`` would then share cache sets, which made the
@@ -221,11 +235,13 @@ def expanded_chunks(
     values = n_expanded + n_components
     budget = max(int(_EXPANDED_SHARE * data_bytes), _EXPANDED_LEAST_BYTES)
     per_row = itemsize * (values + 4)  # features, log-densities, 4 row vectors
+    enough = _ENOUGH_MULTIPLY_ADDS // (n_expanded * n_components)
     workers: int | None = None
     rows = 0
     for n_workers in (usable_cpus(), 1):
         share = budget // (per_row * n_workers)
-        rows = max(low, min(share, high, _EXPANDED_BYTES // (itemsize * values)))
+        most = min(share, high, enough, _EXPANDED_BYTES // (itemsize * values))
+        rows = max(low, most)
         rows -= rows % 8
         if n_workers == 1 or _worth_threads(rows, n_expanded, n_components, itemsize):
             workers = None if n_workers > 1 else 1
@@ -431,6 +447,18 @@ class _Partial(NamedTuple):
         )
 
 
+def _fold(total: _Partial, other: _Partial) -> _Partial:
+    """``total + other``, the sums added into ``total``'s own array (every
+    chunk's is its own): no F x K array made per chunk folded, which for
+    case (d) of benchmarks/bench_em.py is 0.5 MiB (1% of its float32 input)."""
+    np.add(total.sums, other.sums, out=total.sums)
+    return _Partial(
+        total.sums,
+        total.loglik_sum + other.loglik_sum,
+        min(total.worst, other.worst),
+    )
+
+
 def _expanded_chunk_statistics(
     X: Array,
     sample_weight: Array | None,
@@ -548,7 +576,7 @@ def _expanded_e_step(
             X, sample_weight, expansion, strategy, buffers, rows
         ),
         list(_chunks(X.shape[0], size)),
-        operator.add,
+        _fold,
         n_workers=workers,
     )
     resp_sum, diff_sum, scatter = strategy.from_expanded(total.sums.T, n_features)
@@ -795,14 +823,19 @@ def column_moments(X: Array, sample_weight: Array | None) -> Moments:
 
 
 def _sum_blocks(
-    n_samples: int, size: int, block: Callable[[slice], SufficientStatistics]
+    n_samples: int,
+    size: int,
+    block: Callable[[slice], SufficientStatistics],
+    n_workers: int | None = None,
 ) -> SufficientStatistics:
-    """The sum of ``block(rows)`` over chunks of rows, shared among threads."""
+    """The sum of ``block(rows)`` over chunks of rows, shared among threads
+    (``n_workers``; None: all)."""
     return reduce_chunks(
         lambda: None,
         lambda _, rows: block(rows),
         list(_chunks(n_samples, size)),
         operator.add,
+        n_workers=n_workers,
     )
 
 
@@ -887,12 +920,14 @@ def label_statistics(
     shift: Array,
     strategy: CovarianceStrategy,
     chunk_size: int | None = None,
+    n_workers: int | None = None,
 ) -> SufficientStatistics:
     """Statistics of hard labels (-1: no component), about ``shift`` (K x D).
 
     ``labels`` holds one label per row, or is a function giving the labels
     of a slice of rows (so that they need not all exist at once), called
-    for chunks of ``chunk_size`` rows if given.
+    for chunks of ``chunk_size`` rows if given, by ``n_workers`` threads
+    (None: all).
 
     Each component's rows of a chunk are gathered in their order, so the
     sums are those of the rows sorted by label (stably), without a sorted
@@ -937,7 +972,7 @@ def label_statistics(
             shift, resp_sum, diff_sum, scatter, weight_sum, loglik_sum=0.0
         )
 
-    return _sum_blocks(X.shape[0], size, block)
+    return _sum_blocks(X.shape[0], size, block, n_workers)
 
 
 def m_step(
@@ -1081,6 +1116,9 @@ def em(
                 "sklearn.preprocessing.StandardScaler) and fit again."
             )
         params, _ = m_step(stats, strategy, reg_covar, variance_floor, eps)
+        # Not held through the next E-step (K x D x D scatter: 1 MiB of case
+        # (d) of benchmarks/bench_em.py).
+        del stats
         lower_bounds.append(lower_bound)
         change = lower_bound - previous
         logger.debug("iteration %d: lower bound %.10g", n_iter, lower_bound)

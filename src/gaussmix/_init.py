@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.metrics import pairwise_distances_argmin
 
 from ._covariance import CovarianceStrategy
-from ._parallel import rows_within_share
+from ._parallel import rows_within_share, usable_cpus
 from ._stats import SufficientStatistics
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ __all__ = [
     "KMEANS_SAMPLE",
     "initial_statistics",
     "label_rows",
+    "label_workers",
     "nearest",
     "nearest_of_rows",
     "sample_rows",
@@ -130,8 +131,21 @@ def label_rows(X: Array) -> int:
     53 bytes per row for 2 float64 features, 1053 for 64, all rows in one
     component).
     """
-    per_row = 40 + 2 * X.shape[1] * X.itemsize
-    return rows_within_share(X.nbytes, per_row, _LABEL_SHARE, _LABEL_ROWS)
+    return rows_within_share(X.nbytes, _label_bytes(X), _LABEL_SHARE, _LABEL_ROWS)
+
+
+def label_workers(X: Array) -> int | None:
+    """Workers to label windows of ``label_rows(X)`` rows side by side: all
+    (None), or as many as keep their windows within ``_LABEL_SHARE`` of the
+    input where even the smallest windows of all would pass it (small
+    inputs: case (a) of benchmarks/bench_em.py, 100,000 x 2 in float32, had
+    two 4096-row windows at 35% of its 0.8 MiB, a whole fit's peak)."""
+    fitting = int(_LABEL_SHARE * X.nbytes) // (_label_bytes(X) * label_rows(X))
+    return None if fitting >= usable_cpus() else max(1, fitting)
+
+
+def _label_bytes(X: Array) -> int:
+    return 40 + 2 * X.shape[1] * X.itemsize
 
 
 def nearest(X: Array, centres: Array) -> Array:

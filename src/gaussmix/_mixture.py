@@ -345,9 +345,15 @@ default="kmeans"
                     # bound of -inf when no iteration runs.
                     best = (params, -math.inf, [], 0, False)
                     continue
+                # Handed over, not kept: the starting parameters (K x D x D
+                # twice, for full covariances) are then freed after EM's first
+                # M-step, not held through the fit (2 MiB of case (d) of
+                # benchmarks/bench_em.py, 4% of its float32 input).
+                starting = [params]
+                del params
                 result = em(
                     lambda params, exact: source.e_step(params, strategy, exact),
-                    params,
+                    starting.pop(),
                     strategy,
                     dtype,
                     tol=self.tol,

@@ -149,6 +149,14 @@ def single_threaded_native() -> Iterator[None]:
         _workers.reset(token)
 
 
+# Results a worker may leave waiting for an earlier chunk's, per worker,
+# before it waits too. Unbounded, a worker the operating system held up
+# let the others pile up results: a whole float32 fit of case (d) of
+# benchmarks/bench_em.py (a 0.5 MiB result per 256-row chunk) peaked at
+# 23-28% of its input from run to run, 2 MiB of it waiting results.
+_MAX_PENDING = 1
+
+
 def reduce_chunks(
     make_state: Callable[[], S],
     process: Callable[[S, slice], T],
@@ -160,8 +168,10 @@ def reduce_chunks(
 
     Workers take the next chunk as soon as they are free, so a thread that
     the operating system delays (a busy machine) does not hold the others
-    up. Each completed result is folded into the total as soon as all the
-    chunks before it are folded, so the total is
+    up, unless as many results as there are workers already wait for it
+    (then the memory they hold stays bounded). Each completed result is
+    folded into the total as soon as all the chunks before it are folded,
+    so the total is
     ``((r0 + r1) + r2) + ...`` whatever the number of workers or their
     timing: a fit is the same bit for bit on any machine. ``make_state``
     makes each worker's scratch arrays.
@@ -187,7 +197,7 @@ def reduce_chunks(
             return total
 
         counter = itertools.count()
-        lock = threading.Lock()
+        ready_or_failed = threading.Condition()
         pending: dict[int, T] = {}
         folded: list[T] = []
         next_index = 0
@@ -199,14 +209,25 @@ def reduce_chunks(
                     fold_results()
             except BaseException:
                 failed.set()  # the other workers stop at their next chunk
+                with ready_or_failed:
+                    ready_or_failed.notify_all()
                 raise
 
         def fold_results() -> None:
             nonlocal next_index
             state = make_state()
-            while (index := next(counter)) < len(chunks) and not failed.is_set():
+            while True:
+                with ready_or_failed:
+                    # At most one result per worker waits for those before
+                    # it (see _MAX_PENDING); the chunk they wait for is
+                    # being processed, so the wait ends.
+                    while len(pending) >= _MAX_PENDING * n and not failed.is_set():
+                        ready_or_failed.wait()
+                    index = next(counter)
+                if index >= len(chunks) or failed.is_set():
+                    return
                 result = process(state, chunks[index])
-                with lock:
+                with ready_or_failed:
                     pending[index] = result
                     while next_index in pending:
                         ready = pending.pop(next_index)
@@ -215,6 +236,7 @@ def reduce_chunks(
                         else:
                             folded.append(ready)
                         next_index += 1
+                    ready_or_failed.notify_all()
 
         futures = [_worker_pool(n).submit(work) for _ in range(n)]
         # Every worker done before anything returns or raises: none is left

@@ -44,7 +44,7 @@ from ._em import (
     resp_statistics,
 )
 from ._em import log_density as row_log_density
-from ._init import label_rows, nearest, nearest_of_rows
+from ._init import label_rows, label_workers, nearest, nearest_of_rows
 from ._stats import Moments, SufficientStatistics
 
 Array = np.ndarray
@@ -364,6 +364,7 @@ class ArraySource(RowSource):
             centres,
             strategy,
             chunk_size=label_rows(self.X),
+            n_workers=label_workers(self.X),
         )
 
     def n_effective(self) -> int:
