@@ -24,6 +24,7 @@ from gaussmix._em import (
     weighted_log_prob,
 )
 from gaussmix._source import ArraySource
+from gaussmix.datasets import make_elliptical_blobs
 from helpers import COVARIANCE_TYPES, start_params
 
 
@@ -166,18 +167,9 @@ def test_the_expansion_noise_is_worked_out_once_per_parameters(monkeypatch):
 
 
 def _anisotropic_mixture(n, d, k, seed=0):
-    """``k`` Gaussians at scale-3 random means, random rotated covariances
-    with variances 0.3 to 2 (the data of benchmarks/bench_em.py)."""
-    rng = np.random.default_rng(seed)
-    means = rng.normal(scale=3.0, size=(k, d))
-    labels = rng.integers(k, size=n)
-    X = np.empty((n, d))
-    for j in range(k):
-        rows = labels == j
-        basis = np.linalg.qr(rng.standard_normal((d, d)))[0]
-        factor = basis * np.sqrt(rng.uniform(0.3, 2.0, size=d))
-        X[rows] = means[j] + rng.standard_normal((int(rows.sum()), d)) @ factor.T
-    return X
+    """``k`` elongated, rotated Gaussians in ``d`` dimensions, ``n`` rows,
+    overlapping enough that EM takes a while."""
+    return make_elliptical_blobs(n, k, d, separation=2.0, random_state=seed)[0]
 
 
 def _recorded_fit(monkeypatch, X, tol, max_iter=200, gap=None):
@@ -743,7 +735,7 @@ def test_float32_and_float64_default_fits_start_from_the_same_sample():
     """Above 65,536 rows k-means runs on a sample sized by memory, counted
     in float32 rows whatever the dtype, so both dtypes draw the same rows
     and reach the same fit. (Sized by each dtype's own rows, this data's
-    float32 fit ended at another optimum, its means 5 apart.)"""
+    float32 fit ended at another optimum, its means 2 apart.)"""
     X = _anisotropic_mixture(100_000, 3, 5, seed=1)
     state = np.random.RandomState(0)
     sample = _init.sample_rows(None, X.shape[0], 5, state, X.shape[1])
