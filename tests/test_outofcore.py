@@ -631,3 +631,35 @@ def test_magnitude_reads_blocks_and_keeps_nan():
     X[150_000, 0] = np.nan
     assert np.isnan(ArraySource(X, None).magnitude())
     assert ArraySource(X[:0], None).magnitude() == 0.0
+
+
+def test_float32_chunks_measure_the_expansion_like_an_array(monkeypatch):
+    """A float32 fit at a tight tol measures its expansion's rounding on a
+    sample of rows drawn with repeats (sorted), which a Chunks source takes
+    in one pass; the fit is the in-memory one, and one pass more than its
+    iterations and start need."""
+    import gaussmix._source as source_module
+    from gaussmix.datasets import make_elliptical_blobs
+
+    monkeypatch.setattr(source_module, "GAP_ROWS", 4096)  # a sample of 30,000
+    measured = []
+    real = source_module.RowSource.expansion_gap
+
+    def recorded(self, params, strategy):
+        measured.append(real(self, params, strategy))
+        return measured[-1]
+
+    monkeypatch.setattr(source_module.RowSource, "expansion_gap", recorded)
+    monkeypatch.setattr(source_module.ArraySource, "expansion_gap", recorded)
+    X = make_elliptical_blobs(30_000, 8, 4, separation=2.0, random_state=0)[0]
+    X = X.astype(np.float32)
+    in_memory = GaussianMixture(8, tol=1e-5, random_state=0).fit(X)
+    assert len(measured) == 1
+    source = Chunks(np.array_split(X, 7))
+    chunked = GaussianMixture(8, tol=1e-5, random_state=0).fit(source)
+    assert len(measured) == 2 and 0.0 < measured[1] <= 1e-5 / 4
+    assert chunked.n_iter_ == in_memory.n_iter_
+    np.testing.assert_allclose(chunked.lower_bound_, in_memory.lower_bound_, rtol=1e-6)
+    np.testing.assert_allclose(chunked.means_, in_memory.means_, atol=1e-4)
+    # Four passes before EM, one per iteration, one for the sample.
+    assert source.n_passes == 4 + chunked.n_iter_ + 1
