@@ -1176,15 +1176,17 @@ class _NoiseMemo:
 
     Compared by value (a SHA-1 digest of the arrays' bytes), not identity,
     so that parameters changed in place are not mistaken for the ones kept;
-    one entry, replaced whole, so that threads fitting at once at worst
-    recompute. What it saves: 5.3 ms per float32 iteration of case (d) of
-    benchmarks/bench_em.py (32 spectral norms of 64 x 64 factors), against
+    one entry per dtype, each replaced whole, so that threads fitting at
+    once at worst recompute, and float32 rows expanded in float64 (which ask
+    for both dtypes' in turn) do not evict each other's. What it saves: 5.3
+    ms per float32 iteration of case (d) of benchmarks/bench_em.py (32
+    spectral norms of 64 x 64 factors), against
     about 0.6 ms to digest. Copies, as kept before, held 1 MiB there (2% of
     the float32 input) through every E-step, and after the fit.
     """
 
     def __init__(self) -> None:
-        self._entry: tuple[np.dtype, str, tuple[Any, ...], float] | None = None
+        self._entries: dict[np.dtype, tuple[str, tuple[Any, ...], float]] = {}
 
     @staticmethod
     def digest(params: Params) -> tuple[Any, ...]:
@@ -1203,10 +1205,10 @@ class _NoiseMemo:
     def get(
         self, dtype: np.dtype, digest: tuple[Any, ...], strategy: CovarianceStrategy
     ) -> float | None:
-        entry = self._entry
-        if entry is None or entry[:2] != (dtype, strategy.name):
+        entry = self._entries.get(dtype)
+        if entry is None or entry[:2] != (strategy.name, digest):
             return None
-        return entry[3] if digest == entry[2] else None
+        return entry[2]
 
     def keep(
         self,
@@ -1215,7 +1217,7 @@ class _NoiseMemo:
         strategy: CovarianceStrategy,
         noise: float,
     ) -> None:
-        self._entry = (dtype, strategy.name, digest, noise)
+        self._entries[dtype] = (strategy.name, digest, noise)
 
 
 _noise_memo = _NoiseMemo()
