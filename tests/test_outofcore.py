@@ -50,7 +50,7 @@ def test_nearest_statistics_chunk_by_chunk_equal_labelling_every_row(
     centres = X[[5, 7000, 30_000, 49_999]]
     strategy = get_covariance("full")
     chunked = ArraySource(X, w).nearest_statistics(centres, strategy)
-    labels = nearest(X, centres)
+    labels = nearest(X, centres, strategy)
     whole = label_statistics(
         X, w, labels, centres, strategy, chunk_size=_init.label_rows(X)
     )

@@ -628,3 +628,47 @@ def expanded_chunk(
             for k in range(n_components):
                 sums[f, k] += product[f, k]
     return loglik, worst, first_row + worst_row
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def nearest_centres(X, centres, labels):  # pragma: no cover - compiled
+    """``labels[j]``: the index of the centre (rows of ``centres``, float64)
+    nearest to row j of ``X`` (C-contiguous, finite) in squared Euclidean
+    distance, the first of equals, as ``np.argmin`` picks.
+
+    The k-means start's labelling of every row (gaussmix._init). Distances
+    are sums of squared differences in float64, block by block of rows in
+    cache, vectorised over the rows: not the expansion ``|x|^2 - 2 x.c +
+    |c|^2`` of scikit-learn's ``pairwise_distances_argmin``, which loses
+    digits where the rows lie far from the origin.
+    """
+    n, n_features = X.shape
+    n_centres = centres.shape[0]
+    rows = np.empty((n_features, _BLOCK))
+    distance = np.empty(_BLOCK)
+    nearest = np.empty(_BLOCK)
+    for start in range(0, n, _BLOCK):
+        m = min(n, start + _BLOCK) - start
+        block = X[start : start + m]
+        for j in range(m):
+            for i in range(n_features):
+                rows[i, j] = block[j, i]
+        found = labels[start : start + m]
+        best = nearest[:m]
+        for j in range(m):
+            best[j] = np.inf
+            found[j] = 0
+        for k in range(n_centres):
+            sums = distance[:m]
+            for j in range(m):
+                sums[j] = 0.0
+            for i in range(n_features):
+                c = centres[k, i]
+                values = rows[i, :m]
+                for j in range(m):
+                    v = values[j] - c
+                    sums[j] += v * v
+            for j in range(m):
+                if sums[j] < best[j]:
+                    best[j] = sums[j]
+                    found[j] = k

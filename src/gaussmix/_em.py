@@ -395,7 +395,7 @@ def _expanded_log_prob(
         strategy.expand(phi, buffers.n_features)
     else:
         kernels.centre_transposed(
-            _rows_for_kernels(X, rows, expansion.weights.dtype),
+            _kernels.rows_for(X, rows, expansion.weights.dtype),
             expansion.centre,
             buffers.phi,
             buffers.start,
@@ -509,17 +509,6 @@ def _grouped_product(phi: Array, resp: Array, groups: int) -> Array:
     return product
 
 
-def _rows_for_kernels(X: Array, rows: slice, dtype: np.dtype) -> Array:
-    """``X[rows]`` as the compiled kernels take it: C-contiguous and of the
-    work arrays' ``dtype`` (a copy only where ``X`` is not: float32 rows
-    expanded in float64 are cast) and read-only (a flag of this view only),
-    so that one compiled variant per dtype serves every input,
-    memory-mapped or not."""
-    chunk = np.ascontiguousarray(X[rows], dtype=dtype)
-    chunk.flags.writeable = False
-    return chunk
-
-
 def _compiled_chunk_statistics(
     X: Array,
     sample_weight: Array | None,
@@ -533,7 +522,7 @@ def _compiled_chunk_statistics(
     sums = np.zeros(buffers.product.shape)
     weights = buffers.no_weights if sample_weight is None else sample_weight[rows]
     loglik_sum, worst, row = kernels.expanded_chunk(
-        _rows_for_kernels(X, rows, expansion.weights.dtype),
+        _kernels.rows_for(X, rows, expansion.weights.dtype),
         rows.start,
         expansion.centre,
         *expansion.pairs,

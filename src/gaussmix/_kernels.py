@@ -129,6 +129,28 @@ def for_e_step(X: np.ndarray, n_values: int, dtype: np.dtype) -> ModuleType | No
     return _load(dtype)
 
 
+def for_labels(
+    X: np.ndarray, n_components: int, n_expanded: int
+) -> ModuleType | None:
+    """The compiled kernels to label the rows of ``X`` by their nearest of
+    ``n_components`` centres (the k-means start), or None for scikit-learn's
+    ``pairwise_distances_argmin``: where the fit's E-steps over ``X``
+    (``n_expanded`` features) use the kernels of its dtype, as
+    :func:`for_e_step` decides."""
+    n_values = X.shape[0] * (n_expanded + n_components)
+    return for_e_step(X, n_values, X.dtype) if X.ndim == 2 else None
+
+
+def rows_for(X: np.ndarray, rows: slice, dtype: np.dtype) -> np.ndarray:
+    """``X[rows]`` as the kernels take it: C-contiguous and of ``dtype`` (a
+    copy only where ``X`` is not) and read-only (a flag of this view only),
+    so that one compiled variant per dtype serves every input,
+    memory-mapped or not."""
+    chunk = np.ascontiguousarray(X[rows], dtype=dtype)
+    chunk.flags.writeable = False
+    return chunk
+
+
 def warm_up() -> bool:
     """Compile (or load from numba's cache) the kernels for float32 and float64.
 
@@ -161,7 +183,7 @@ def _compile(kernels: ModuleType, dtype: np.dtype) -> None:
     kernels.matmul(gemm, ints, a, b, product)
     if not np.allclose(product, a @ b, rtol=1e-4, atol=0.0):
         raise RuntimeError("BLAS's gemm, called from the kernels, gave a wrong product")
-    # Rows go to the kernels read-only (gaussmix._em._rows_for_kernels).
+    # Rows go to the kernels read-only (rows_for).
     X = x.astype(dtype)[:, None]
     X.flags.writeable = False
     work = np.zeros((8, 4), dtype=dtype)
@@ -177,9 +199,13 @@ def _compile(kernels: ModuleType, dtype: np.dtype) -> None:
         dtype.type(-80.0), np.zeros((3, 2), dtype), sums, np.zeros(2, np.intp),
         gemm, ints,
     )  # fmt: skip
+    # The k-means start's labels: 0.5 is as near 0 as 1 (the first wins).
+    labels = np.empty(3, np.int32)
+    kernels.nearest_centres(X, np.array([[0.0], [1.0]]), labels)
     if not (
         np.allclose(sums[2], resp_sums, rtol=1e-5)
         and np.allclose([loglik, worst], [log_norm.sum(), log_norm.min()])
         and row == 7 + log_norm.argmin()
+        and labels.tolist() == [0, 1, 0]
     ):
         raise RuntimeError("the compiled kernels gave a wrong result")

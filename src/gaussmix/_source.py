@@ -232,7 +232,7 @@ class RowSource:
         """Statistics of labelling every row by its nearest centre."""
         return self.reduce(
             lambda X, w, first: label_statistics(
-                X, w, nearest(X, centres), centres, strategy
+                X, w, nearest(X, centres, strategy), centres, strategy
             )
         )
 
@@ -360,7 +360,7 @@ class ArraySource(RowSource):
         return label_statistics(
             self.X,
             self.sample_weight,
-            nearest_of_rows(self.X, centres),
+            nearest_of_rows(self.X, centres, strategy),
             centres,
             strategy,
             chunk_size=label_rows(self.X),
