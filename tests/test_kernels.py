@@ -256,6 +256,48 @@ def test_the_transposing_copy_for_every_width(compiled, dtype, n_features):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_features", [1, 2, 5, 17])
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+def test_nearest_centres_as_exact_distances_pick_them(
+    compiled, dtype, n_features, offset
+):
+    """The k-means start's labels: the argmin of the exact squared distances
+    (in float64, from the rows as stored), over more rows than one block,
+    the first of equally near centres; far from the origin too, where the
+    expansion |x|^2 - 2 x.c + |c|^2 would lose the digits that tell the
+    centres apart."""
+    rng = np.random.default_rng(n_features)
+    n, k = 700, 6
+    X = (rng.normal(size=(n, n_features)) + offset).astype(dtype)
+    centres = X[rng.choice(n, k, replace=False)].astype(np.float64)
+    centres[3] = centres[1]  # a tie: 1 is picked, never 3
+    X.flags.writeable = False
+    labels = np.full(n, -7, dtype=np.int32)
+    compiled.nearest_centres(X, centres, labels)
+    exact = ((X.astype(np.float64)[:, None, :] - centres[None]) ** 2).sum(axis=2)
+    np.testing.assert_array_equal(labels, exact.argmin(axis=1))
+    assert 3 not in labels and np.count_nonzero(labels == 1) > 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_start_labels_rows_as_scikit_learn_does(monkeypatch, compiled, dtype):
+    """Every row labelled by the kernels (the fit's E-steps would use them)
+    or by scikit-learn's pairwise_distances_argmin: the same labels."""
+    from gaussmix import _init
+
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(20_000, 3)) * [1.0, 2.0, 3.0] + 4.0).astype(dtype)
+    centres = X[:5].astype(np.float64)
+    strategy = get_covariance("full")
+    monkeypatch.setattr(_kernels, "_MIN_VALUES", 0)
+    by_kernels = _init.nearest(X, centres, strategy)
+    monkeypatch.setattr(_kernels, "_MIN_VALUES", 2**62)
+    by_sklearn = _init.nearest(X, centres, strategy)
+    np.testing.assert_array_equal(by_kernels, by_sklearn)
+    assert len(np.unique(by_kernels)) == 5
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 7, 5), (40, 300, 17), (129, 65, 2)])
 def test_blas_products_called_from_the_kernels(compiled, dtype, shape):
     """The kernels' own call of BLAS's gemm against NumPy's matmul."""

@@ -129,9 +129,7 @@ def for_e_step(X: np.ndarray, n_values: int, dtype: np.dtype) -> ModuleType | No
     return _load(dtype)
 
 
-def for_labels(
-    X: np.ndarray, n_components: int, n_expanded: int
-) -> ModuleType | None:
+def for_labels(X: np.ndarray, n_components: int, n_expanded: int) -> ModuleType | None:
     """The compiled kernels to label the rows of ``X`` by their nearest of
     ``n_components`` centres (the k-means start), or None for scikit-learn's
     ``pairwise_distances_argmin``: where the fit's E-steps over ``X``
