@@ -298,6 +298,63 @@ def test_the_start_labels_rows_as_scikit_learn_does(monkeypatch, compiled, dtype
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_label_statistics_agree_with_numpy(
+    monkeypatch, compiled, dtype, covariance_type, weighted
+):
+    """The start's statistics of hard labels (some rows unlabelled, one
+    component empty) summed by the kernels, against NumPy's per-component
+    products: float64 to rounding; float32 closer to float64's sums of the
+    same rows than NumPy's, whose differences and products are float32."""
+    rng = np.random.default_rng(11)
+    n, n_features, n_components = 3000, 3, 5
+    X = (rng.normal(size=(n, n_features)) * [1.0, 3.0, 0.5] + 20.0).astype(dtype)
+    labels = rng.integers(-1, n_components - 1, size=n).astype(np.int32)
+    weights = rng.uniform(0.0, 2.0, size=n) if weighted else None
+    shift = rng.normal(size=(n_components, n_features)) + 20.0
+    strategy = get_covariance(covariance_type)
+
+    def statistics(rows, kernels):
+        monkeypatch.setattr(_kernels, "_MIN_VALUES", 0 if kernels else 2**62)
+        # About the shift as the rows' dtype holds it (as label_statistics
+        # takes it), so that float64 sums of the same rows compare.
+        about = shift.astype(dtype).astype(np.float64)
+        return _em.label_statistics(
+            rows, weights, labels, about, strategy, chunk_size=1000
+        )
+
+    by_kernels = statistics(X, True)
+    by_numpy = statistics(X, False)
+    exact = statistics(X.astype(np.float64), False)
+    assert by_kernels.resp_sum[-1] == 0.0
+    for name in ("resp_sum", "diff_sum", "scatter"):
+        got, numpy_, reference = (
+            getattr(s, name) for s in (by_kernels, by_numpy, exact)
+        )
+        scale = np.max(np.abs(reference))
+        if dtype == np.float64:
+            np.testing.assert_allclose(got, numpy_, rtol=0, atol=1e-12 * scale)
+        else:
+            assert np.max(np.abs(got - reference)) <= 1e-12 * scale
+            assert np.max(np.abs(numpy_ - reference)) <= 1e-5 * scale
+    assert by_kernels.weight_sum == by_numpy.weight_sum
+    np.testing.assert_array_equal(by_kernels.shift, by_numpy.shift)
+
+
+def test_label_statistics_refuse_a_label_out_of_range(compiled):
+    X = np.zeros((4, 2))
+    X.flags.writeable = False
+    pairs = (np.zeros(1, np.intp), np.zeros(1, np.intp))
+    for wrong in (2, -2):
+        with pytest.raises(ValueError, match="out of range"):
+            compiled.label_sums(
+                X, np.array([0, wrong, 1, -1], np.int32), np.empty(0),
+                np.zeros((2, 2)), *pairs, np.zeros((2, 4)),
+            )  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 7, 5), (40, 300, 17), (129, 65, 2)])
 def test_blas_products_called_from_the_kernels(compiled, dtype, shape):
     """The kernels' own call of BLAS's gemm against NumPy's matmul."""

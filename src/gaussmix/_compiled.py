@@ -672,3 +672,80 @@ def nearest_centres(X, centres, labels):  # pragma: no cover - compiled
                 if sums[j] < best[j]:
                     best[j] = sums[j]
                     found[j] = k
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def label_sums(X, labels, sample_weight, shift, first, second, sums):
+    """``sums[k] +=`` the weighted sums of ``phi(x - shift[k])`` over the
+    rows of ``X`` (C-contiguous) labelled ``k`` (-1: none): the features of
+    the expanded E-step (``gaussmix._em``), ``(z[first] * z[second], z,
+    1)``, each row weighted by ``sample_weight`` (empty: 1), so that
+    ``strategy.from_expanded(sums)`` gives the counts, sums and scatter of
+    hard labels about each component's own shift.
+
+    The k-means start's statistics (``gaussmix._em.label_statistics``). The
+    rows are gathered component by component, their differences taken in
+    float64, and each sum is one vectorised reduction over a component's
+    rows (``reassoc``: partial sums in another order than a loop's).
+    """
+    n, n_features = X.shape
+    n_components = shift.shape[0]
+    n_quadratic = first.size
+    counts = np.zeros(n_components + 1, np.intp)
+    for j in range(n):
+        k = labels[j]
+        if k < -1 or k >= n_components:
+            raise ValueError("a label out of range")
+        counts[k + 1] += 1
+    # Component k's rows go to columns offsets[k]:offsets[k + 1].
+    offsets = np.zeros(n_components + 1, np.intp)
+    for k in range(n_components):
+        offsets[k + 1] = offsets[k] + counts[k + 1]
+    z = np.empty((n_features, offsets[n_components]))
+    weights = np.empty(offsets[n_components])
+    filled = offsets[:n_components].copy()
+    # Block by block of rows: their columns first, then one feature at a
+    # time, so that the stores go to few places at once.
+    columns = np.empty(_BLOCK, np.intp)
+    for begin in range(0, n, _BLOCK):
+        m = min(n, begin + _BLOCK) - begin
+        block = X[begin : begin + m]
+        kept = labels[begin : begin + m]
+        for j in range(m):
+            k = kept[j]
+            if k < 0:
+                columns[j] = -1
+                continue
+            columns[j] = filled[k]
+            filled[k] += 1
+            weights[columns[j]] = (
+                1.0 if sample_weight.size == 0 else sample_weight[begin + j]
+            )
+        for i in range(n_features):
+            row = z[i]
+            for j in range(m):
+                if columns[j] >= 0:
+                    row[columns[j]] = block[j, i] - shift[kept[j], i]
+    for k in range(n_components):
+        start = offsets[k]
+        stop = offsets[k + 1]
+        if stop == start:
+            continue
+        w = weights[start:stop]
+        total = 0.0
+        for t in range(stop - start):
+            total += w[t]
+        sums[k, n_quadratic + n_features] += total
+        for i in range(n_features):
+            values = z[i, start:stop]
+            total = 0.0
+            for t in range(stop - start):
+                total += w[t] * values[t]
+            sums[k, n_quadratic + i] += total
+        for q in range(n_quadratic):
+            a = z[first[q], start:stop]
+            b = z[second[q], start:stop]
+            total = 0.0
+            for t in range(stop - start):
+                total += w[t] * a[t] * b[t]
+            sums[k, q] += total

@@ -131,6 +131,17 @@ _MIN_BLOCK_COLUMNS = (256, 896)
 # only cost (2-6 us a block).
 _GIL_HELD_OUTPUTS = 500
 
+# The k-means start's statistics (label_statistics) are summed by the
+# compiled kernels (where a fit's E-steps use them) for at most this many
+# quadratic features, full covariances of 16 features; beyond, NumPy's
+# per-component products are faster. Single-threaded, float64 / float32, ms
+# for all the rows of benchmarks/bench_em.py's cases, kernels against NumPy:
+# (e) (2M x 4, 8 components, 10 features) 20 / 19 against 58 / 50; (c)
+# (1M x 16 diagonal, 16) 31 / 36 against 65 / 71; (b) (1M x 16 full, 136)
+# 56 / 50 against 81 / 58; (d) (200k x 64 full, 2080) 137 / 131 against
+# 79 / 46.
+_LABEL_SUMS_PAIRS = 136
+
 # Rows per block of _logsumexp_rows: its K x rows copies stay in cache.
 _LOGSUMEXP_ROWS = 4096
 
@@ -929,11 +940,25 @@ def label_statistics(
     shift = shift.astype(X.dtype).astype(np.float64)
     shift_cast = shift.astype(X.dtype)
     scatter_shape = strategy.scatter_shape(n_components, n_features)
+    kernels = _label_sums_kernels(X, n_components, strategy)
+    pairs = tuple(
+        np.ascontiguousarray(index, dtype=np.intp)
+        for index in strategy.quadratic_pairs(n_features)
+    )
 
     def block(rows: slice) -> SufficientStatistics:
         chunk_labels = labels_of_rows(rows)
-        Xc = X[rows]
         wc = None if sample_weight is None else sample_weight[rows]
+        weight_sum = float(
+            rows.stop - rows.start
+            if sample_weight is None
+            else np.sum(sample_weight[rows], dtype=np.float64)
+        )
+        if kernels is not None:
+            return _compiled_label_statistics(
+                kernels, X, rows, chunk_labels, wc, shift, pairs, strategy, weight_sum
+            )
+        Xc = X[rows]
         resp_sum = np.zeros(n_components)
         diff_sum = np.zeros((n_components, n_features))
         scatter = np.zeros(scatter_shape)
@@ -953,16 +978,54 @@ def label_statistics(
             resp_sum[k] = np.sum(weights, dtype=np.float64)
             diff_sum[k] = weights @ diffs
             scatter[k] = strategy.scatter(diffs[None], weights[None])[0]
-        weight_sum = float(
-            rows.stop - rows.start
-            if sample_weight is None
-            else np.sum(sample_weight[rows], dtype=np.float64)
-        )
         return SufficientStatistics(
             shift, resp_sum, diff_sum, scatter, weight_sum, loglik_sum=0.0
         )
 
     return _sum_blocks(X.shape[0], size, block, n_workers)
+
+
+def _label_sums_kernels(
+    X: Array, n_components: int, strategy: CovarianceStrategy
+) -> ModuleType | None:
+    """The compiled kernels for :func:`label_statistics`, or None for NumPy:
+    where the fit's E-steps use them, for at most ``_LABEL_SUMS_PAIRS``
+    quadratic features."""
+    n_features = X.shape[1]
+    n_quadratic = strategy.n_quadratic(n_features)
+    if n_quadratic > _LABEL_SUMS_PAIRS:
+        return None
+    return _kernels.for_labels(X, n_components, n_quadratic + n_features + 1)
+
+
+def _compiled_label_statistics(
+    kernels: ModuleType,
+    X: Array,
+    rows: slice,
+    labels: Array,
+    sample_weight: Array | None,
+    shift: Array,
+    pairs: tuple[Array, ...],
+    strategy: CovarianceStrategy,
+    weight_sum: float,
+) -> SufficientStatistics:
+    """:func:`label_statistics` of one chunk by the compiled kernels
+    (``label_sums``): the sums of the expanded E-step's features about each
+    component's shift, split as the E-step's are."""
+    n_components, n_features = shift.shape
+    sums = np.zeros((n_components, pairs[0].size + n_features + 1))
+    kernels.label_sums(
+        _kernels.rows_for(X, rows, X.dtype),
+        np.ascontiguousarray(labels, dtype=np.int32),
+        np.empty(0) if sample_weight is None else sample_weight.astype(np.float64),
+        np.ascontiguousarray(shift),
+        *pairs,
+        sums,
+    )
+    resp_sum, diff_sum, scatter = strategy.from_expanded(sums, n_features)
+    return SufficientStatistics(
+        shift, resp_sum, diff_sum, scatter, weight_sum, loglik_sum=0.0
+    )
 
 
 def m_step(

@@ -200,10 +200,18 @@ def _compile(kernels: ModuleType, dtype: np.dtype) -> None:
     # The k-means start's labels: 0.5 is as near 0 as 1 (the first wins).
     labels = np.empty(3, np.int32)
     kernels.nearest_centres(X, np.array([[0.0], [1.0]]), labels)
+    # Their statistics, the last row unlabelled: phi = (z^2, z, 1) about
+    # each centre.
+    label_sums = np.zeros((2, 3))
+    kernels.label_sums(
+        X, np.array([0, 1, -1], np.int32), np.empty(0), np.array([[0.0], [1.0]]),
+        *pairs, label_sums,
+    )  # fmt: skip
     if not (
         np.allclose(sums[2], resp_sums, rtol=1e-5)
         and np.allclose([loglik, worst], [log_norm.sum(), log_norm.min()])
         and row == 7 + log_norm.argmin()
         and labels.tolist() == [0, 1, 0]
+        and label_sums.tolist() == [[0.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
     ):
         raise RuntimeError("the compiled kernels gave a wrong result")
