@@ -14,7 +14,12 @@ k-means and k-means++ run on a uniform sample of the rows (see
 Such a sample places the centres about as well as all the rows, costs a
 fraction of one EM iteration, and keeps the initialisation's memory a
 small fraction of the input's; below that size the start is
-scikit-learn's, bit for bit.
+scikit-learn's, bit for bit (but for rounding in the sums, where the
+compiled kernels take them: :func:`gaussmix._em.label_statistics`).
+Where the fit's E-steps use the compiled kernels, so do the labelling and
+the sums of the start: labels the same as scikit-learn's but where two
+centres are equally near to rounding, sums to rounding (in float64; for
+float32 rows more exact than NumPy's float32 products).
 """
 
 from __future__ import annotations
@@ -73,6 +78,14 @@ _SAMPLE_ITEMSIZE = 4
 # 0.207 / 0.170 / 0.113; case (b): 0.276 / 0.157 / 0.136 / 0.126.
 _LABEL_ROWS = (4096, 2**15)
 _LABEL_SHARE = 1 / 5
+# Rows of at most this many features are labelled by the compiled kernels
+# (where the fit's E-steps use them), whose exact differences cost n K D
+# multiply-adds: as fast as scikit-learn's products (its
+# pairwise_distances_argmin) at 64-128 features, ms for all rows, two
+# threads: 200k x 64 and 32 centres (case (d) of benchmarks/bench_em.py)
+# 34 against 37; 200k x 128 and 16 centres 44 against 46; 500k x 32 and 32
+# centres 44 against 54; and far faster for fewer (below).
+_KERNEL_LABEL_FEATURES = 128
 
 
 def sample_rows(
@@ -165,9 +178,11 @@ def _window_labels(
     centre but where two are equally near to rounding.
     """
     n_components, n_features = centres.shape
-    kernels = _kernels.for_labels(
-        X, n_components, strategy.n_quadratic(n_features) + n_features + 1
-    )
+    kernels = None
+    if n_features <= _KERNEL_LABEL_FEATURES:
+        kernels = _kernels.for_labels(
+            X, n_components, strategy.n_quadratic(n_features) + n_features + 1
+        )
     if kernels is None:
         cast = centres.astype(X.dtype)
         return lambda window: pairwise_distances_argmin(X[window], cast)
