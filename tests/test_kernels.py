@@ -503,6 +503,53 @@ def test_whole_fits_agree_with_and_without_kernels(
         np.testing.assert_allclose(ours, numpy_only, rtol=0, atol=atol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_a_default_start_on_large_data_with_and_without_kernels(
+    monkeypatch, compiled, dtype, covariance_type
+):
+    """k-means on a sample, then every row labelled and summed: by the
+    kernels (in memory, and block by block as Chunks) or by scikit-learn and
+    NumPy. The same labels make the same start, so the fits agree to
+    rounding (float32: to its accuracy target)."""
+    from gaussmix import Chunks
+
+    rng = np.random.default_rng(8)
+    n = 80_000  # past KMEANS_SAMPLE: the start labels every row
+    X = (rng.normal(size=(n, 3)) + 6.0 * rng.integers(4, size=(n, 1))).astype(dtype)
+    calls = {"nearest_centres": 0, "label_sums": 0}
+    for name in calls:
+        kernel = getattr(compiled, name)
+        monkeypatch.setattr(
+            compiled,
+            name,
+            lambda *a, name=name, kernel=kernel: (
+                calls.__setitem__(name, calls[name] + 1) or kernel(*a)
+            ),
+        )
+
+    def fit(data):
+        gm = GaussianMixture(4, covariance_type=covariance_type, random_state=0)
+        return gm.fit(data)
+
+    monkeypatch.setattr(_kernels, "_MIN_VALUES", 0)
+    in_memory = fit(X)
+    assert calls["nearest_centres"] > 0 and calls["label_sums"] > 0
+    chunked = fit(Chunks(np.array_split(X, 3)))
+    monkeypatch.setattr(_kernels, "_MIN_VALUES", 2**62)
+    numpy_only = fit(X)
+    rtol = FIT_RTOL[dtype]
+    for gm in (in_memory, chunked):
+        assert gm.n_iter_ == numpy_only.n_iter_
+        np.testing.assert_allclose(gm.lower_bound_, numpy_only.lower_bound_, rtol=rtol)
+        for name in FITTED:
+            expected = getattr(numpy_only, name)
+            np.testing.assert_allclose(
+                getattr(gm, name), expected, rtol=0,
+                atol=rtol * np.abs(expected).max(),
+            )  # fmt: skip
+
+
 def test_read_only_and_memory_mapped_data(always, tmp_path):
     rng = np.random.default_rng(4)
     X = rng.normal(size=(5000, 3)) + 5.0 * rng.integers(2, size=(5000, 1))

@@ -1017,7 +1017,9 @@ def _compiled_label_statistics(
     kernels.label_sums(
         _kernels.rows_for(X, rows, X.dtype),
         np.ascontiguousarray(labels, dtype=np.int32),
-        np.empty(0) if sample_weight is None else sample_weight.astype(np.float64),
+        np.empty(0)
+        if sample_weight is None
+        else np.ascontiguousarray(sample_weight, dtype=np.float64),
         np.ascontiguousarray(shift),
         *pairs,
         sums,
