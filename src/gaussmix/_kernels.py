@@ -1,4 +1,4 @@
-"""Optional compiled kernels for the expanded E-step.
+"""Optional compiled kernels for the expanded E-step (and the k-means start).
 
 With numba installed (``pip install 'gaussmix[fast]'``), large E-steps run
 each chunk through one compiled call (:func:`gaussmix._compiled.expanded_chunk`)
@@ -130,10 +130,11 @@ def for_e_step(X: np.ndarray, n_values: int, dtype: np.dtype) -> ModuleType | No
 
 
 def for_labels(X: np.ndarray, n_components: int, n_expanded: int) -> ModuleType | None:
-    """The compiled kernels to label the rows of ``X`` by their nearest of
-    ``n_components`` centres (the k-means start), or None for scikit-learn's
-    ``pairwise_distances_argmin``: where the fit's E-steps over ``X``
-    (``n_expanded`` features) use the kernels of its dtype, as
+    """The compiled kernels for the k-means start over the rows of ``X``
+    (labelling them by their nearest of ``n_components`` centres, summing
+    the statistics of those labels), or None for scikit-learn's
+    ``pairwise_distances_argmin`` and NumPy: where the fit's E-steps over
+    ``X`` (``n_expanded`` features) use the kernels of its dtype, as
     :func:`for_e_step` decides."""
     n_values = X.shape[0] * (n_expanded + n_components)
     return for_e_step(X, n_values, X.dtype) if X.ndim == 2 else None
