@@ -135,10 +135,11 @@ _GIL_HELD_OUTPUTS = 500
 # compiled kernels (where a fit's E-steps use them) for at most this many
 # quadratic features, full covariances of 16 features; beyond, NumPy's
 # per-component products are faster. Single-threaded, float64 / float32, ms
-# for all the rows of benchmarks/bench_em.py's cases, kernels against NumPy:
-# (e) (2M x 4, 8 components, 10 features) 20 / 19 against 58 / 50; (c)
-# (1M x 16 diagonal, 16) 31 / 36 against 65 / 71; (b) (1M x 16 full, 136)
-# 56 / 50 against 81 / 58; (d) (200k x 64 full, 2080) 137 / 131 against
+# for all the rows of benchmarks/bench_em.py's cases (their quadratic
+# features in brackets), kernels against NumPy: (e) (2M x 4 full, 8
+# components [10]) 20 / 19 against 58 / 50; (c) (1M x 16 diagonal, 16
+# [16]) 31 / 36 against 65 / 71; (b) (1M x 16 full, 16 [136]) 56 / 50
+# against 81 / 58; (d) (200k x 64 full, 32 [2080]) 137 / 131 against
 # 79 / 46.
 _LABEL_SUMS_PAIRS = 136
 
