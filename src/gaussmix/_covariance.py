@@ -234,6 +234,10 @@ class CovarianceStrategy:
         """Number of quadratic feature rows in ``phi(z)``."""
         raise NotImplementedError
 
+    def n_expanded(self, n_features: int) -> int:
+        """Number of rows of ``phi(z)``: the quadratic ones, ``z``, and 1."""
+        return self.n_quadratic(n_features) + n_features + 1
+
     def expand(self, phi: Array, n_features: int) -> None:
         """Fill the quadratic rows of ``phi`` (F x n) from its ``z`` rows.
 

@@ -993,10 +993,9 @@ def _label_sums_kernels(
     where the fit's E-steps use them, for at most ``_LABEL_SUMS_PAIRS``
     quadratic features."""
     n_features = X.shape[1]
-    n_quadratic = strategy.n_quadratic(n_features)
-    if n_quadratic > _LABEL_SUMS_PAIRS:
+    if strategy.n_quadratic(n_features) > _LABEL_SUMS_PAIRS:
         return None
-    return _kernels.for_labels(X, n_components, n_quadratic + n_features + 1)
+    return _kernels.for_labels(X, n_components, strategy.n_expanded(n_features))
 
 
 def _compiled_label_statistics(
@@ -1014,7 +1013,7 @@ def _compiled_label_statistics(
     (``label_sums``): the sums of the expanded E-step's features about each
     component's shift, split as the E-step's are."""
     n_components, n_features = shift.shape
-    sums = np.zeros((n_components, pairs[0].size + n_features + 1))
+    sums = np.zeros((n_components, strategy.n_expanded(n_features)))
     kernels.label_sums(
         _kernels.rows_for(X, rows, X.dtype),
         np.ascontiguousarray(labels, dtype=np.int32),

@@ -180,9 +180,7 @@ def _window_labels(
     n_components, n_features = centres.shape
     kernels = None
     if n_features <= _KERNEL_LABEL_FEATURES:
-        kernels = _kernels.for_labels(
-            X, n_components, strategy.n_quadratic(n_features) + n_features + 1
-        )
+        kernels = _kernels.for_labels(X, n_components, strategy.n_expanded(n_features))
     if kernels is None:
         cast = centres.astype(X.dtype)
         return lambda window: pairwise_distances_argmin(X[window], cast)

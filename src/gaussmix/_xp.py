@@ -277,7 +277,7 @@ class XpSource(RowSource):
         )
 
     def _n_expanded(self, strategy: CovarianceStrategy) -> int:
-        return strategy.n_quadratic(self.n_features) + self.n_features + 1
+        return strategy.n_expanded(self.n_features)
 
     def _values_per_row(self, strategy: CovarianceStrategy, n_centres: int) -> int:
         """Largest temporary per row: features (and their parts) per centre."""
