@@ -10,7 +10,8 @@ holds the rows (:mod:`gaussmix._source`).
 
 On large data (more than ``KMEANS_SAMPLE`` rows with positive weight)
 k-means and k-means++ run on a uniform sample of the rows (see
-:func:`sample_rows`), and every row is then labelled by its nearest centre.
+:func:`sample_rows`), in float64 whatever the rows' dtype, and every row
+is then labelled by its nearest centre.
 Such a sample places the centres about as well as all the rows, costs a
 fraction of one EM iteration, and keeps the initialisation's memory a
 small fraction of the input's; below that size the start is
@@ -53,19 +54,27 @@ __all__ = [
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 KMEANS_SAMPLE = 2**16
-# k-means on a sample of m rows of b bytes each holds about m * (2 b + 64)
-# bytes: our copy of the rows, scikit-learn's copy or per-row arrays, and
-# its labels, norms and distances (measured with tracemalloc: 64-91 bytes
-# per row for 2 features, 151 for 16, 535 for 64, with copy_x=False). The
-# sample is kept to this share of the input, sized for float32 rows (4
-# bytes a value) whatever the input's dtype: a float32 fit and a float64
-# fit of the same data then draw the same sample and start alike. (Sized
-# by each dtype's own rows, float32 fits of cases (b), (c) and (e) of
-# benchmarks/bench_em.py drew smaller samples and ended at other optima
-# than float64's, 2e-3 to 5e-3 apart in lower bound; with the same sample,
-# within 4e-8.) A float64 input's sample then costs at most this share.
+# k-means on a sample runs in float64 whatever the input's dtype
+# (:meth:`gaussmix._source.RowSource.kmeans`), so that a float32 fit starts
+# where the float64 fit of the same data does: scikit-learn's k-means on a
+# float32 sample stopped at centres 2.5e-4 (relative) from those of the
+# same sample in float64, and the whole default fits of case (e) of
+# benchmarks/bench_em.py ended with means 1.1e-4 apart (3.6e-7 from float64
+# samples), its components numbered differently. On a sample of m rows of
+# D values it holds about m * (2 * 8 * D + 64) bytes: the float64 sample
+# and scikit-learn's copy of it (its tolerance takes the columns'
+# variances), and its labels, norms and distances (measured with
+# tracemalloc: 130 bytes per row beyond the sample for 16 features, 518 for
+# 64). The sample is kept to this share of the input, counted in float32
+# rows (4 bytes a value) whatever the input's dtype: a float32 fit and a
+# float64 fit of the same data then draw the same sample and start alike.
+# (Sized by each dtype's own rows, float32 fits of cases (b), (c) and (e)
+# drew smaller samples and ended at other optima than float64's, 2e-3 to
+# 5e-3 apart in lower bound.) A float64 input's sample then costs at most
+# half this share.
 _SAMPLE_SHARE = 1 / 6
-_SAMPLE_ITEMSIZE = 4
+_SAMPLE_INPUT_ITEMSIZE = 4
+_SAMPLE_KMEANS_ITEMSIZE = 8
 # Rows labelled by nearest centre per call (a window), by :func:`nearest`
 # and :func:`nearest_of_rows` alike (the same windows, so the same labels,
 # bit for bit); in memory the label statistics are summed one window per
@@ -98,16 +107,18 @@ def sample_rows(
     """Sorted rows to run k-means on, or None to use all of them.
 
     At most ``KMEANS_SAMPLE`` rows and a sixteenth of them, fewer where
-    k-means's memory for the sample would pass ``_SAMPLE_SHARE`` of the
-    input (counted in float32 rows of ``n_features`` values, whatever the
-    dtype), and at least 64 per component.
+    k-means's memory for the sample (in float64) would pass
+    ``_SAMPLE_SHARE`` of the input (counted in float32 rows of
+    ``n_features`` values, whatever the dtype), and at least 64 per
+    component.
     """
     candidates = None if sample_weight is None else np.flatnonzero(sample_weight > 0)
     n_candidates = n_samples if candidates is None else candidates.size
     if n_candidates <= KMEANS_SAMPLE:
         return None
-    row_bytes = _SAMPLE_ITEMSIZE * n_features
-    affordable = int(_SAMPLE_SHARE * n_candidates * row_bytes) // (2 * row_bytes + 64)
+    input_bytes = _SAMPLE_SHARE * n_candidates * _SAMPLE_INPUT_ITEMSIZE * n_features
+    kmeans_bytes = 2 * _SAMPLE_KMEANS_ITEMSIZE * n_features + 64
+    affordable = int(input_bytes) // kmeans_bytes
     size = min(KMEANS_SAMPLE, n_candidates // 16, affordable)
     size = max(size, 64 * n_components)
     generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))

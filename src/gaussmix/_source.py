@@ -72,6 +72,20 @@ def _offset(rows: slice, offset: int) -> slice:
     return slice(rows.start + offset, rows.stop + offset)
 
 
+def _sample_for_kmeans(source: RowSource, rows: Array) -> tuple[Array, Array | None]:
+    """The sampled ``rows`` of ``source`` in float64, and their weights.
+
+    k-means on a float32 sample stopped at other centres than on the same
+    rows in float64 (2.5e-4 apart, relative, on case (e) of
+    benchmarks/bench_em.py), and so did a float32 fit's start; in float64
+    both dtypes start alike (see ``gaussmix._init._SAMPLE_SHARE``, which
+    sizes the sample for it). The rows' own copy is let go before k-means
+    runs.
+    """
+    Xs, ws = source.take(rows)
+    return np.asarray(Xs, dtype=np.float64), ws
+
+
 class RowSource:
     """The rows of a data set (n_samples x n_features) and their weights.
 
@@ -131,9 +145,15 @@ class RowSource:
 
         Returns the centres (K x D, float64, on the host) and, when ``rows``
         is None, every row's cluster (else None). This default brings the
-        rows to the host; a source on an accelerator runs it there.
+        rows to the host; a source on an accelerator runs it there. A
+        sample runs in float64 whatever the rows' dtype (see
+        :func:`_sample_for_kmeans`); all the rows, as scikit-learn's
+        ``GaussianMixture`` gives them to k-means, in their own dtype.
         """
-        Xs, ws = self.take(np.arange(self.n_samples) if rows is None else rows)
+        if rows is None:
+            Xs, ws = self.take(np.arange(self.n_samples))
+        else:
+            Xs, ws = _sample_for_kmeans(self, rows)
         # A sample (fewer rows than all) is taken as a copy, so scikit-learn
         # may centre it in place rather than copy it again (the result is
         # the same, bit for bit).
@@ -157,7 +177,7 @@ class RowSource:
         Returns the seeds' row numbers in the whole data.
         """
         everything = np.arange(self.n_samples) if rows is None else rows
-        Xs, ws = self.take(everything)
+        Xs, ws = self.take(everything) if rows is None else _sample_for_kmeans(self, rows)
         _, indices = kmeans_plusplus(
             Xs, n_components, random_state=random_state, sample_weight=ws
         )
