@@ -176,8 +176,12 @@ class RowSource:
 
         Returns the seeds' row numbers in the whole data.
         """
-        everything = np.arange(self.n_samples) if rows is None else rows
-        Xs, ws = self.take(everything) if rows is None else _sample_for_kmeans(self, rows)
+        if rows is None:
+            everything = np.arange(self.n_samples)
+            Xs, ws = self.take(everything)
+        else:
+            everything = rows
+            Xs, ws = _sample_for_kmeans(self, rows)
         _, indices = kmeans_plusplus(
             Xs, n_components, random_state=random_state, sample_weight=ws
         )
