@@ -341,6 +341,10 @@ class XpSource(RowSource):
     ) -> tuple[np.ndarray, Any]:
         if not self.device_kmeans:
             return super().kmeans(rows, n_components, random_state)
+        # In the rows' dtype, where the host's k-means takes a sample in
+        # float64 (gaussmix._source._sample_for_kmeans): float64 is slow on
+        # many accelerators and missing on some (Apple's MPS), so a float32
+        # fit on a device may start a little apart from a float64 one.
         X, weights = self._rows_for_kmeans(rows)
         centres, labels = _kmeans.kmeans(X, n_components, weights, random_state)
         return centres, labels if rows is None else None
