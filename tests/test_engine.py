@@ -400,6 +400,49 @@ def test_threads_give_the_same_fit(covariance_type):
     assert three.n_iter_ == one.n_iter_
 
 
+@pytest.mark.parametrize("kernels", [False, True], ids=["numpy", "compiled"])
+def test_chunks_of_few_rows_are_taken_a_few_at_a_time(monkeypatch, kernels):
+    """Chunks of under _TASK_ROWS rows are taken a few at a time by one
+    worker, their statistics summed into one array (at least _LEAST_TASKS
+    tasks): the statistics of chunk by chunk, to rounding, and the same bit
+    for bit with one worker or three."""
+    if kernels:
+        pytest.importorskip("numba")
+        if _kernels._load() is None:
+            pytest.skip(f"{_kernels.ENV_VAR}=0")
+        monkeypatch.setattr(_kernels, "_MIN_VALUES", 0)
+    else:
+        monkeypatch.setattr(_kernels, "_module", None)
+    assert _em._chunks_per_task(781, 256) == 8  # case (d) of bench_em.py
+    assert _em._chunks_per_task(40, 256) == 2  # at least 16 tasks
+    assert _em._chunks_per_task(10, 256) == 1
+    assert _em._chunks_per_task(330, 3096) == 1  # case (b)
+    assert _em._chunks_per_task(100, 2000) == 2
+    X = np.random.default_rng(5).normal(size=(20_003, 6))
+    strategy = get_covariance("full")
+    expansion = _em._expansion(X.dtype, _rough_params(X, "full"), strategy)
+    assert expansion is not None
+    monkeypatch.setattr(_em, "_THREADED_MULTIPLY_ADDS", 0)
+
+    def statistics(task_rows, n_workers):
+        monkeypatch.setattr(_em, "_TASK_ROWS", task_rows)
+        monkeypatch.setattr(_parallel, "max_workers", lambda: n_workers)
+        return _em._expanded_e_step(X, None, expansion, strategy, 256)
+
+    alone = statistics(1, 1)
+    grouped = statistics(2048, 1)  # 79 chunks, 4 a task (16 tasks at least)
+    threaded = statistics(2048, 3)
+    for name in ("resp_sum", "diff_sum", "scatter"):
+        np.testing.assert_allclose(
+            getattr(grouped, name), getattr(alone, name), rtol=1e-12, atol=1e-9
+        )
+        np.testing.assert_array_equal(getattr(threaded, name), getattr(grouped, name))
+    assert grouped.loglik_sum == pytest.approx(alone.loglik_sum, rel=1e-13)
+    assert threaded.loglik_sum == grouped.loglik_sum
+    assert grouped.worst_loglik == alone.worst_loglik
+    np.testing.assert_array_equal(grouped.worst_sample, alone.worst_sample)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
     ("groups", "n"), [(1, 300), (5, 300), (5, 303), (7, 4), (28, 3064)]

@@ -109,6 +109,16 @@ _THREADED_MULTIPLY_ADDS = 2**20
 # are cut: the other cases of the benchmark keep their chunks.
 _ENOUGH_MULTIPLY_ADDS = 2**24
 
+# Chunks of few rows (large products: see _ENOUGH_MULTIPLY_ADDS) are taken
+# a few at a time by one worker, their statistics summed into one array:
+# each result costs an F x K float64 array made, filled and then added into
+# the total, as much for 256 rows as for 4096. Tasks of at least
+# _TASK_ROWS rows, and at least _LEAST_TASKS of them. Fixed by the chunks
+# alone, not the workers, so the sums are the same whatever the number of
+# threads.
+_TASK_ROWS = 2048
+_LEAST_TASKS = 16
+
 # OpenBLAS (the BLAS of NumPy's and SciPy's wheels) multiplies matrices of
 # at most a million multiply-adds (M * N * K) with faster kernels on x86-64:
 # the E-step's products are taken over blocks of columns that small where a
@@ -462,7 +472,7 @@ class _Partial(NamedTuple):
 
 def _fold(total: _Partial, other: _Partial) -> _Partial:
     """``total + other``, the sums added into ``total``'s own array (every
-    chunk's is its own): no F x K array made per chunk folded, which for
+    task's is its own): no F x K array made per task folded, which for
     case (d) of benchmarks/bench_em.py is 0.5 MiB (1% of its float32 input)."""
     np.add(total.sums, other.sums, out=total.sums)
     return _Partial(
@@ -479,9 +489,16 @@ def _expanded_chunk_statistics(
     strategy: CovarianceStrategy,
     buffers: _ChunkBuffers,
     rows: slice,
+    sums: Array | None = None,
 ) -> _Partial:
+    """The statistics of a chunk of rows; ``resp^T phi`` added into ``sums``
+    (F x K, float64; None: zeros of its own)."""
+    if sums is None:
+        sums = np.zeros((expansion.weights.shape[1], expansion.weights.shape[0]))
     if buffers.kernels is not None:
-        return _compiled_chunk_statistics(X, sample_weight, expansion, buffers, rows)
+        return _compiled_chunk_statistics(
+            X, sample_weight, expansion, buffers, rows, sums
+        )
     phi, log_prob = _expanded_log_prob(X, rows, expansion, strategy, buffers)
     with np.errstate(under="ignore"):
         log_norm = _normalise(log_prob, buffers)
@@ -495,7 +512,6 @@ def _expanded_chunk_statistics(
             candidates = np.where(weights > 0, log_norm, np.inf)
     row = int(candidates.argmin())
     # F x K, not K x F: BLAS is faster for this shape of product.
-    sums = np.zeros((phi.shape[0], log_prob.shape[0]))
     for block in _blocks(phi.shape[1], buffers.sums_block):
         sums += _grouped_product(phi[:, block], log_prob[:, block], buffers.sums_groups)
     return _Partial(sums, loglik_sum, (float(candidates[row]), rows.start + row))
@@ -527,11 +543,11 @@ def _compiled_chunk_statistics(
     expansion: _Expansion,
     buffers: _ChunkBuffers,
     rows: slice,
+    sums: Array,
 ) -> _Partial:
     """:func:`_expanded_chunk_statistics` in one call of the compiled kernel."""
     kernels = buffers.kernels
     assert kernels is not None
-    sums = np.zeros(buffers.product.shape)
     weights = buffers.no_weights if sample_weight is None else sample_weight[rows]
     loglik_sum, worst, row = kernels.expanded_chunk(
         _kernels.rows_for(X, rows, expansion.weights.dtype),
@@ -572,12 +588,14 @@ def _expanded_e_step(
         workers = None if threaded else 1
     else:
         size, workers = expanded_chunks(n_expanded, n_components, itemsize, X.nbytes)
+    n_chunks = -(-X.shape[0] // size)
+    per_task = _chunks_per_task(n_chunks, size)
     total = reduce_chunks(
         _buffer_factory(X, expansion, size, threaded=workers is None),
-        lambda buffers, rows: _expanded_chunk_statistics(
-            X, sample_weight, expansion, strategy, buffers, rows
+        lambda buffers, rows: _task_statistics(
+            X, sample_weight, expansion, strategy, buffers, rows, size
         ),
-        list(_chunks(X.shape[0], size)),
+        list(_chunks(X.shape[0], size * per_task)),
         _fold,
         n_workers=workers,
     )
@@ -597,6 +615,41 @@ def _expanded_e_step(
         worst_loglik=worst_loglik,
         worst_sample=None if worst_row < 0 else X[worst_row].astype(np.float64),
     )
+
+
+def _chunks_per_task(n_chunks: int, rows: int) -> int:
+    """Consecutive chunks of ``rows`` rows that one worker takes at a time,
+    summing their statistics into one F x K array (see ``_TASK_ROWS``)."""
+    return max(1, min(-(-_TASK_ROWS // rows), n_chunks // _LEAST_TASKS))
+
+
+def _task_statistics(
+    X: Array,
+    sample_weight: Array | None,
+    expansion: _Expansion,
+    strategy: CovarianceStrategy,
+    buffers: _ChunkBuffers,
+    rows: slice,
+    size: int,
+) -> _Partial:
+    """The statistics of the chunks of ``size`` rows in ``rows``, their
+    ``resp^T phi`` summed into one array, chunk after chunk."""
+    sums = np.zeros((expansion.weights.shape[1], expansion.weights.shape[0]))
+    loglik_sum = 0.0
+    worst = (math.inf, -1)
+    for chunk in _chunks(rows.stop - rows.start, size):
+        part = _expanded_chunk_statistics(
+            X,
+            sample_weight,
+            expansion,
+            strategy,
+            buffers,
+            slice(rows.start + chunk.start, rows.start + chunk.stop),
+            sums,
+        )
+        loglik_sum += part.loglik_sum
+        worst = min(worst, part.worst)
+    return _Partial(sums, loglik_sum, worst)
 
 
 def _write_rows(
