@@ -395,7 +395,13 @@ def _chunk_statistics(X, weights, expansion, kernels, rows, width, blocks):
         buffers.blocks[:] = blocks
     with np.errstate(under="ignore"):
         return _em._expanded_chunk_statistics(
-            X, weights, expansion, strategy, buffers, rows
+            X,
+            weights,
+            expansion,
+            strategy,
+            buffers,
+            rows,
+            _em._expanded_sums(expansion),
         )
 
 

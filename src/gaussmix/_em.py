@@ -489,12 +489,10 @@ def _expanded_chunk_statistics(
     strategy: CovarianceStrategy,
     buffers: _ChunkBuffers,
     rows: slice,
-    sums: Array | None = None,
+    sums: Array,
 ) -> _Partial:
     """The statistics of a chunk of rows; ``resp^T phi`` added into ``sums``
-    (F x K, float64; None: zeros of its own)."""
-    if sums is None:
-        sums = np.zeros((expansion.weights.shape[1], expansion.weights.shape[0]))
+    (F x K, float64: :func:`_expanded_sums`)."""
     if buffers.kernels is not None:
         return _compiled_chunk_statistics(
             X, sample_weight, expansion, buffers, rows, sums
@@ -511,10 +509,15 @@ def _expanded_chunk_statistics(
             loglik_sum = float(np.dot(weights, log_norm.astype(np.float64)))
             candidates = np.where(weights > 0, log_norm, np.inf)
     row = int(candidates.argmin())
-    # F x K, not K x F: BLAS is faster for this shape of product.
     for block in _blocks(phi.shape[1], buffers.sums_block):
         sums += _grouped_product(phi[:, block], log_prob[:, block], buffers.sums_groups)
     return _Partial(sums, loglik_sum, (float(candidates[row]), rows.start + row))
+
+
+def _expanded_sums(expansion: _Expansion) -> Array:
+    """Zeros for the sums ``resp^T phi`` (F x K, float64; F x K, not K x F:
+    BLAS is faster for this shape of product)."""
+    return np.zeros((expansion.weights.shape[1], expansion.weights.shape[0]))
 
 
 def _grouped_product(phi: Array, resp: Array, groups: int) -> Array:
@@ -634,7 +637,7 @@ def _task_statistics(
 ) -> _Partial:
     """The statistics of the chunks of ``size`` rows in ``rows``, their
     ``resp^T phi`` summed into one array, chunk after chunk."""
-    sums = np.zeros((expansion.weights.shape[1], expansion.weights.shape[0]))
+    sums = _expanded_sums(expansion)
     loglik_sum = 0.0
     worst = (math.inf, -1)
     for chunk in _chunks(rows.stop - rows.start, size):
