@@ -60,7 +60,7 @@ KMEANS_SAMPLE = 2**16
 # float32 sample stopped at centres 2.5e-4 (relative) from those of the
 # same sample in float64, and the whole default fits of case (e) of
 # benchmarks/bench_em.py ended with means 1.1e-4 apart (3.6e-7 from float64
-# samples), its components numbered differently. On a sample of m rows of
+# samples), their components numbered differently. On a sample of m rows of
 # D values it holds about m * (2 * 8 * D + 64) bytes: the float64 sample
 # and scikit-learn's copy of it (its tolerance takes the columns'
 # variances), and its labels, norms and distances (measured with
