@@ -591,13 +591,26 @@ def _expanded_e_step(
         workers = None if threaded else 1
     else:
         size, workers = expanded_chunks(n_expanded, n_components, itemsize, X.nbytes)
-    n_chunks = -(-X.shape[0] // size)
-    per_task = _chunks_per_task(n_chunks, size)
+    per_task = _chunks_per_task(-(-X.shape[0] // size), size)
+
+    def task(buffers: _ChunkBuffers, rows: slice) -> _Partial:
+        """The chunks of ``size`` rows in ``rows``, their ``resp^T phi``
+        summed into one array, chunk after chunk."""
+        sums = _expanded_sums(expansion)
+        loglik_sum = 0.0
+        worst = (math.inf, -1)
+        for start in range(rows.start, rows.stop, size):
+            chunk = slice(start, min(start + size, rows.stop))
+            part = _expanded_chunk_statistics(
+                X, sample_weight, expansion, strategy, buffers, chunk, sums
+            )
+            loglik_sum += part.loglik_sum
+            worst = min(worst, part.worst)
+        return _Partial(sums, loglik_sum, worst)
+
     total = reduce_chunks(
         _buffer_factory(X, expansion, size, threaded=workers is None),
-        lambda buffers, rows: _task_statistics(
-            X, sample_weight, expansion, strategy, buffers, rows, size
-        ),
+        task,
         list(_chunks(X.shape[0], size * per_task)),
         _fold,
         n_workers=workers,
@@ -624,35 +637,6 @@ def _chunks_per_task(n_chunks: int, rows: int) -> int:
     """Consecutive chunks of ``rows`` rows that one worker takes at a time,
     summing their statistics into one F x K array (see ``_TASK_ROWS``)."""
     return max(1, min(-(-_TASK_ROWS // rows), n_chunks // _LEAST_TASKS))
-
-
-def _task_statistics(
-    X: Array,
-    sample_weight: Array | None,
-    expansion: _Expansion,
-    strategy: CovarianceStrategy,
-    buffers: _ChunkBuffers,
-    rows: slice,
-    size: int,
-) -> _Partial:
-    """The statistics of the chunks of ``size`` rows in ``rows``, their
-    ``resp^T phi`` summed into one array, chunk after chunk."""
-    sums = _expanded_sums(expansion)
-    loglik_sum = 0.0
-    worst = (math.inf, -1)
-    for chunk in _chunks(rows.stop - rows.start, size):
-        part = _expanded_chunk_statistics(
-            X,
-            sample_weight,
-            expansion,
-            strategy,
-            buffers,
-            slice(rows.start + chunk.start, rows.start + chunk.stop),
-            sums,
-        )
-        loglik_sum += part.loglik_sum
-        worst = min(worst, part.worst)
-    return _Partial(sums, loglik_sum, worst)
 
 
 def _write_rows(
