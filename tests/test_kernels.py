@@ -237,12 +237,13 @@ def test_features_are_numpy_bit_for_bit(compiled, dtype, covariance_type):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_features", range(1, 10))
+@pytest.mark.parametrize("n_features", [*range(1, 10), 12, 16, 17, 35])
 def test_the_transposing_copy_for_every_width(compiled, dtype, n_features):
     """The centred rows, transposed into their rows of ``phi``, bitwise as
     NumPy has them, for the widths with a loop of their own (2-7) and the
-    general loop (the others), a chunk whose length is not a multiple of
-    the loops' blocks, and the rest of ``phi`` untouched."""
+    tiled loop (the others: whole tiles of 4 float64 or 8 float32 features,
+    and features left over), a chunk whose length is not a multiple of the
+    loops' blocks or tiles, and the rest of ``phi`` untouched."""
     rng = np.random.default_rng(n_features)
     n, width, z_row = 201, 208, 3
     X = (rng.normal(size=(n, n_features)) * 10.0 + 7.0).astype(dtype)

@@ -191,6 +191,11 @@ def _compile(kernels: ModuleType, dtype: np.dtype) -> None:
     pairs = (np.zeros(1, np.intp), np.zeros(1, np.intp))
     # Alone, as the log-densities of predict and score use them.
     kernels.centre_transposed(X, np.zeros(1, dtype), work, 1)
+    # Wide rows, through the tiles transposed in registers.
+    wide = np.arange(90, dtype=dtype).reshape(10, 9)
+    wide.flags.writeable = False
+    transposed = np.zeros((9, 10), dtype)
+    kernels.centre_transposed(wide, np.ones(9, dtype), transposed, 0)
     kernels.quadratic(*pairs, work[:3], 1, 3)
     loglik, worst, row = kernels.expanded_chunk(
         X, 7, np.zeros(1, dtype), *pairs, 1, weights.astype(dtype),
@@ -212,6 +217,7 @@ def _compile(kernels: ModuleType, dtype: np.dtype) -> None:
         np.allclose(sums[2], resp_sums, rtol=1e-5)
         and np.allclose([loglik, worst], [log_norm.sum(), log_norm.min()])
         and row == 7 + log_norm.argmin()
+        and np.array_equal(transposed, wide.T - 1)
         and labels.tolist() == [0, 1, 0]
         and label_sums.tolist() == [[0.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
     ):
