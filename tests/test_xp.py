@@ -101,6 +101,15 @@ def test_quadratic_pairs_are_the_rows_expand_writes(covariance_type):
     np.testing.assert_array_equal(phi[:quadratic], z[first] * z[second])
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+@pytest.mark.parametrize("n_features", [1, 2, 5, 16])
+def test_quadratic_pairs_are_the_upper_triangle_once_each(covariance_type, n_features):
+    first, second = get_covariance(covariance_type).quadratic_pairs(n_features)
+    pairs = sorted(zip(first.tolist(), second.tolist(), strict=True))
+    upper_i, upper_j = np.triu_indices(n_features)
+    assert pairs == sorted(zip(upper_i.tolist(), upper_j.tolist(), strict=True))
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_expanded_weights_take_a_centre_per_component(blobs_xp, covariance_type):
     model = GaussianMixture(3, covariance_type=covariance_type, random_state=0)
