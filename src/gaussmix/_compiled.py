@@ -103,8 +103,9 @@ def _tiled_copy(X, centre, phi, z_row):  # pragma: no cover - compiled
 
     One value at a time costs about a cycle per value in either dtype, so
     float32 gained nothing on float64 (for 16 features, 0.92-1.18x per row);
-    tiled, 2.5-3.3x faster in float32 and 1.3-1.5x in float64 (chunks of
-    (b), (c) and (d) of benchmarks/bench_em.py).
+    tiled, the pass is 2.5-3.3x faster in float32 and 1.3-1.6x in float64
+    (chunks of cases (b), (c) and (d) of benchmarks/bench_em.py), and the
+    compiled E-step of (c) about 7% faster in float64.
     """
     n, n_features = X.shape
     if z_row + n_features > phi.shape[0] or n > phi.shape[1]:
