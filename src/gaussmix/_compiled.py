@@ -132,6 +132,14 @@ def _tiled_copy(X, centre, phi, z_row):  # pragma: no cover - compiled
             phi[z_row + i, j] = X[j, i] - centre[i]
 
 
+def _element(context, builder, array, at):  # pragma: no cover - compiled
+    """In an intrinsic's code: a pointer to the element at flat offset ``at``
+    of ``array``, each a (value, numba type) pair of the arguments."""
+    (value, array_type), (offset, offset_type) = array, at
+    data = context.make_array(array_type)(context, builder, value).data
+    return builder.gep(data, [context.cast(builder, offset, offset_type, types.intp)])
+
+
 def _transpose_stages(lanes: int) -> list[tuple[int, list[int], list[int]]]:
     """The shuffles that transpose a square tile of ``lanes`` vectors: for
     each distance ``d`` (lanes / 2, ..., 1), vectors ``i`` and ``i + d`` (bit
@@ -175,10 +183,7 @@ def _transposed_tile(
         align = dtype.bitwidth // 8
 
         def address(index):
-            (array, array_type), (at, at_type) = values[index], values[index + 1]
-            data = context.make_array(array_type)(context, builder, array).data
-            offset = context.cast(builder, at, at_type, types.intp)
-            return builder.gep(data, [offset])
+            return _element(context, builder, values[index], values[index + 1])
 
         def stride(index):
             return context.cast(builder, *values[index], types.intp)
@@ -539,10 +544,8 @@ def _gemm(typingctx, *arguments):  # pragma: no cover - compiled
             return builder.bitcast(slot, byte_pointer)
 
         def element(index):
-            (array, array_type), (at, at_type) = values[index], values[index + 1]
-            data = context.make_array(array_type)(context, builder, array).data
-            offset = context.cast(builder, at, at_type, types.intp)
-            return builder.bitcast(builder.gep(data, [offset]), byte_pointer)
+            pointer = _element(context, builder, values[index], values[index + 1])
+            return builder.bitcast(pointer, byte_pointer)
 
         function_type = ir.FunctionType(ir.VoidType(), [byte_pointer] * 13)
         target = context.cast(builder, *values[0], types.intp)
