@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import math
 import os
 import platform
 import time
@@ -159,6 +160,21 @@ def iteration_counts(size: float) -> tuple[int, int]:
     if size < 1e7:
         return 2, 42
     return 2, 12
+
+
+# Seconds of our float64 iterations that the float32 check's two fits differ
+# by, at least.
+_FLOAT32_SPAN_SECONDS = 1.0
+
+
+def float32_span(seconds_per_iteration: float, least: int) -> int:
+    """Iterations between the float32 check's two fits: at least ``least``,
+    and enough for ``_FLOAT32_SPAN_SECONDS`` of our float64 iterations.
+
+    Only our own fits run there, so they can afford it: with the
+    per-iteration comparison's 3 iterations, (c)'s float32 ratio (45 ms
+    iterations) had 90% intervals 0.5-1.3 wide."""
+    return max(least, math.ceil(_FLOAT32_SPAN_SECONDS / seconds_per_iteration))
 
 
 def per_iteration(
@@ -422,7 +438,8 @@ def main(argv: list[str] | None = None) -> None:
             )
         float32 = ""
         if not args.no_float32:
-            f32 = float32_check(X, case, init, args.float32_repeats, short, long)
+            long32 = short + float32_span(result["gaussmix"], long - short)
+            f32 = float32_check(X, case, init, args.float32_repeats, short, long32)
             low, high = f32["interval"]
             float32 = (
                 f"{f32['speedup']:.2f}x [{low:.2f}, {high:.2f}], "
@@ -430,7 +447,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             print(
                 f"    float32: {f32['speedup']:.2f}x our float64 (90% bootstrap "
-                f"interval {low:.2f}-{high:.2f}); relative difference: "
+                f"interval {low:.2f}-{high:.2f}; fits of {short} and {long32} "
+                f"iterations); relative difference: "
                 f"lower bound {f32['lower_bound']:.1e}, means {f32['means']:.1e}, "
                 f"covariances {f32['covariances']:.1e}",
                 flush=True,
