@@ -149,12 +149,12 @@ def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def iteration_counts(size: float) -> tuple[int, int]:
-    """The two fits' iterations whose difference in time is one iteration's
-    cost times their difference, by the case's size (N K D^2): enough
-    iterations that the difference outweighs the noise of a fit's fixed
-    costs. Case (a)'s 2 ms iterations, 10 of them, had read its float32
-    ratio as 1.76x [1.33, 2.05] where 30 of them, alternated in one process,
-    gave 1.27-1.28x."""
+    """Iterations of the short and the long fit of a case, by its size
+    (N K D^2): the time per iteration is the difference of their times over
+    the difference of their iterations, so that difference must outweigh
+    the noise of a fit's fixed costs. Case (a)'s float32 ratio, from 10 of
+    its 2 ms iterations, had read 1.76x [1.33, 2.05] where 30 of them,
+    alternated in one process, gave 1.27-1.28x."""
     if size > 1e9:
         return 1, 4
     if size < 1e7:
@@ -165,16 +165,23 @@ def iteration_counts(size: float) -> tuple[int, int]:
 # Seconds of our float64 iterations that the float32 check's two fits differ
 # by, at least.
 _FLOAT32_SPAN_SECONDS = 1.0
+# ... and by at most this many iterations.
+_FLOAT32_SPAN_MOST = 2000
 
 
 def float32_span(seconds_per_iteration: float, least: int) -> int:
     """Iterations between the float32 check's two fits: at least ``least``,
-    and enough for ``_FLOAT32_SPAN_SECONDS`` of our float64 iterations.
+    and enough for ``_FLOAT32_SPAN_SECONDS`` of our float64 iterations
+    (within ``_FLOAT32_SPAN_MOST``).
 
     Only our own fits run there, so they can afford it: with the
     per-iteration comparison's 3 iterations, (c)'s float32 ratio (45 ms
     iterations) had 90% intervals 0.5-1.3 wide."""
-    return max(least, math.ceil(_FLOAT32_SPAN_SECONDS / seconds_per_iteration))
+    # A noisy difference of minima can come out at zero or below.
+    seconds = max(seconds_per_iteration, 1e-4)
+    return max(
+        least, min(_FLOAT32_SPAN_MOST, math.ceil(_FLOAT32_SPAN_SECONDS / seconds))
+    )
 
 
 def per_iteration(
