@@ -5,6 +5,7 @@ import multiprocessing
 import operator
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -365,6 +366,98 @@ def test_ill_conditioned_covariances_fit_like_sklearn(condition, expanded):
             atol=1e-10 * np.max(np.abs(getattr(theirs, name))),
             err_msg=name,
         )
+
+
+def _correlated(condition, n_features=4, seed=0, n_samples=20_000):
+    """One component, rotated, its covariance of the given condition number."""
+    rng = np.random.default_rng(seed)
+    rotation = np.linalg.qr(rng.normal(size=(n_features, n_features)))[0]
+    spreads = np.sqrt(np.geomspace(1.0, 1.0 / condition, n_features))
+    return (rng.normal(size=(n_samples, n_features)) * spreads) @ rotation.T
+
+
+@pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("condition", [1e6, 1e7])
+def test_float32_correlated_features_keep_their_thinnest_direction(
+    monkeypatch, condition, exact
+):
+    """float32 rows of one component whose features correlate (condition
+    1e6, 1e7, about its own mean, so the expansion's distance bound does not
+    see it): sums of products in float32 lost the thinnest direction (lower
+    bound 1e-4 and 2e-3 off the float64 fit's; a variance of 1e-7 lost
+    whole). Such rows are worked on in float64, expanded or exact."""
+    if exact:
+        monkeypatch.setattr(_em, "_expansion", lambda *args: None)
+    X32 = _correlated(condition).astype(np.float32)
+    X64 = X32.astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start = GaussianMixture(1, max_iter=1, reg_covar=0.0).fit(X64)
+        kwargs = dict(
+            tol=0, max_iter=3, reg_covar=0.0,
+            means_init=start.means_, precisions_init=start.precisions_,
+        )  # fmt: skip
+        m32 = GaussianMixture(1, **kwargs).fit(X32)
+        m64 = GaussianMixture(1, **kwargs).fit(X64)
+    np.testing.assert_allclose(m32.lower_bound_, m64.lower_bound_, rtol=1e-9)
+    # The thinnest direction's variance, to the rounding of float32 entries.
+    values, vectors = np.linalg.eigh(m64.covariances_[0])
+    thinnest = vectors[:, 0] @ m32.covariances_[0].astype(np.float64) @ vectors[:, 0]
+    eps32 = float(np.finfo(np.float32).eps)
+    assert abs(thinnest / values[0] - 1) < eps32 * values[-1] / values[0]
+
+
+def test_float32_well_conditioned_rows_stay_in_float32():
+    """The conditioning check costs nothing where features do not correlate
+    much: the benchmark-like blobs, and a condition of 1e3, stay float32."""
+    strategy = get_covariance("full")
+    for X in (make_elliptical_blobs(3000, 3, 5, random_state=0)[0], _correlated(1e3)):
+        k = 3 if X.shape[1] == 5 else 1
+        fit = GaussianMixture(k, random_state=0).fit(X)
+        params = _em.Params(
+            fit.weights_, fit.means_, fit.covariances_, fit.precisions_cholesky_
+        )
+        working = _em._working_expansion(np.dtype(np.float32), params, strategy)
+        assert working is not None and working.weights.dtype == np.float32
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_conditioning_ignores_scales_and_sees_correlations(covariance_type):
+    """trace(S P S): the same for features in any units (but spherical's
+    one variance); for full and tied between lambda_max(S P S) and D times
+    it, and large where a component's features correlate; for diag the
+    largest (C_ii + offset_i^2) / C_ii."""
+    strategy = get_covariance(covariance_type)
+    X = _correlated(1e4, n_features=3, seed=1, n_samples=3000)
+    X[1500:] += 2.0
+    fit = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
+    means, covariances = fit.means_, fit.covariances_
+    centre = fit.weights_ @ means
+
+    def conditioning(means, covariances, centre):
+        factors = strategy.precision_cholesky(covariances)
+        return strategy.conditioning(means, covariances, factors, centre)
+
+    value = conditioning(means, covariances, centre)
+    scales = np.array([1e-3, 1.0, 1e4])
+    if covariance_type != "spherical":
+        dense_type = covariance_type in ("full", "tied")
+        rescaled = covariances * (np.outer(scales, scales) if dense_type else scales**2)
+        assert conditioning(means * scales, rescaled, centre * scales) == (
+            pytest.approx(value, rel=1e-6)
+        )
+    dense = strategy.dense(covariances, 2, 3)
+    variances = np.diagonal(dense, axis1=1, axis2=2)
+    spreads = variances + (means - centre) ** 2
+    if covariance_type in ("full", "tied"):
+        scaled = np.linalg.inv(dense) * np.sqrt(
+            spreads[:, :, None] * spreads[:, None, :]
+        )
+        largest = np.max(np.linalg.eigvalsh(scaled)[:, -1])
+        assert largest <= value * (1 + 1e-9) and value <= 3 * largest
+        assert value > 1e3  # the correlated features
+    else:
+        assert value == pytest.approx(np.max(spreads / variances), rel=1e-12)
 
 
 def _fit_with_workers(X, n_workers, covariance_type="full", dtype=np.float64):
