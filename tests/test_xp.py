@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("array_api_compat")
@@ -301,6 +302,44 @@ def test_float32_close_to_float64(blobs_xp, covariance_type, device):
         atol = 1e-4 * float(np.max(np.abs(want)))
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol, err_msg=name)
     assert ours.score_samples(X32).dtype == torch.float32
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_correlated_features_worked_on_in_float64(device):
+    """One component whose 4 features correlate (condition 1e7): float32
+    sums would lose its thinnest direction (lower bound 7e-4 off, scores
+    up to 2 off), so float32 tensors are worked on in float64, as NumPy
+    arrays are, and the outputs stay float32."""
+    rng = np.random.default_rng(0)
+    rotation = np.linalg.qr(rng.normal(size=(4, 4)))[0]
+    spreads = np.sqrt(np.geomspace(1.0, 1e-7, 4))
+    X32 = ((rng.normal(size=(20_000, 4)) * spreads) @ rotation.T).astype(np.float32)
+    X64 = X32.astype(np.float64)
+    with pytest.warns(ConvergenceWarning):
+        start = GaussianMixture(1, max_iter=1, reg_covar=0.0).fit(X64)
+    kwargs = dict(
+        tol=0, max_iter=3, reg_covar=0.0,
+        means_init=start.means_, precisions_init=start.precisions_,
+    )  # fmt: skip
+    with pytest.warns(ConvergenceWarning):
+        reference = GaussianMixture(1, **kwargs).fit(X64)
+    with pytest.warns(ConvergenceWarning):
+        ours = GaussianMixture(1, **kwargs).fit(_tensor(X32, device))
+    assert ours.lower_bound_ == pytest.approx(reference.lower_bound_, rel=1e-9)
+    scores = ours.score_samples(_tensor(X32, device))
+    assert scores.dtype == torch.float32
+    # Within what float32 parameters hold (2.7e-4 here, where the scores
+    # are about 10), and as the NumPy engine scores float32 rows.
+    expected = reference.score_samples(X64)
+    np.testing.assert_allclose(
+        scores.cpu().numpy(), expected, atol=1e-4 * np.max(np.abs(expected))
+    )
+    with pytest.warns(ConvergenceWarning):
+        numpy_float32 = GaussianMixture(1, **kwargs).fit(X32)
+    np.testing.assert_allclose(
+        scores.cpu().numpy(), numpy_float32.score_samples(X32), rtol=1e-6
+    )
+    assert ours.predict_proba(_tensor(X32, device)).dtype == torch.float32
 
 
 # ----------------------------------------------------------- prediction

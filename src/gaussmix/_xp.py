@@ -35,7 +35,7 @@ from array_api_compat import device as device_of
 
 from . import _kmeans
 from ._covariance import CovarianceStrategy
-from ._em import Params, _expansion, _min_log_resp
+from ._em import Params, _expansion, _min_log_resp, _sums_hold
 from ._parallel import reduce_chunks
 from ._source import RespOfRows, RowSource, check_sample_weight
 from ._stats import Moments, SufficientStatistics
@@ -413,16 +413,37 @@ class XpSource(RowSource):
         total = self._reduce(per_row, chunk, operator.add)
         return Moments(total.weight, to_numpy(total.mean), to_numpy(total.squares))
 
+    def _working_frame(
+        self, params: Params, strategy: CovarianceStrategy, exact: bool
+    ) -> tuple[_Frame, np.dtype]:
+        """The frame of ``params`` and the dtype the rows are worked on in:
+        their own, or float64 for float32 rows whose features correlate so
+        much that float32 sums would lose a covariance's thinnest direction
+        (as the NumPy engine decides: :func:`gaussmix._em._sums_hold`)."""
+        frame = _frame(self.xp, self.device, self.dtype, params, strategy, exact)
+        if self.dtype == np.float64:
+            return frame, self.dtype
+        about_means = frame.centres.ndim == 2
+        if _sums_hold(self.dtype, params, strategy, about_means):
+            return frame, self.dtype
+        work = np.dtype(np.float64)
+        return _frame(self.xp, self.device, work, params, strategy, exact), work
+
+    def _cast(self, X: Array, work: np.dtype) -> Array:
+        return X if work == self.dtype else self.xp.astype(X, self.xp.float64)
+
     def e_step(
         self, params: Params, strategy: CovarianceStrategy, exact: bool = False
     ) -> SufficientStatistics:
         xp = self.xp
-        frame = _frame(xp, self.device, self.dtype, params, strategy, exact)
+        frame, work = self._working_frame(params, strategy, exact)
         pairs = self._pairs(strategy)
-        floor = _min_log_resp(self.dtype)
+        floor = _min_log_resp(work)
         n_centres = 1 if frame.centres.ndim == 1 else params.means.shape[0]
 
         def chunk(rows: slice, X: Array, w: Array | None) -> _Partial:
+            X = self._cast(X, work)
+            w = None if w is None else self._cast(w, work)
             phi, log_prob = _log_prob(xp, X, frame, pairs)
             resp, log_norm = _responsibilities(xp, log_prob, floor)
             if w is None:
@@ -535,14 +556,19 @@ class XpSource(RowSource):
     ) -> Array:
         """``result(weighted log-densities, K x n)`` of every chunk, concatenated."""
         xp = self.xp
-        frame = _frame(xp, self.device, self.dtype, params, strategy, exact=False)
+        frame, work = self._working_frame(params, strategy, exact=False)
         pairs = self._pairs(strategy)
         n_centres = 1 if frame.centres.ndim == 1 else params.means.shape[0]
         parts = [
-            result(_log_prob(xp, self._rows(rows)[0], frame, pairs)[1])
+            result(
+                _log_prob(xp, self._cast(self._rows(rows)[0], work), frame, pairs)[1]
+            )
             for rows in self._chunks(self._values_per_row(strategy, n_centres))
         ]
-        return xp.concat(parts, axis=0)
+        out = xp.concat(parts, axis=0)
+        if work != self.dtype and xp.isdtype(out.dtype, "real floating"):
+            out = xp.astype(out, self.X.dtype)  # outputs keep the rows' dtype
+        return out
 
     def labels(self, params: Params, strategy: CovarianceStrategy) -> Array:
         return self._map_chunks(
