@@ -545,15 +545,25 @@ def test_tiny_scale_with_default_reg_covar_warns_and_stays_finite(covariance_typ
     assert np.all(np.abs(model.means_) < 1e-148)
 
 
-def test_data_whose_variance_overflows_is_refused_clearly():
-    # Covariances near 1e402 are not representable, so a clear refusal is the
-    # only correct answer; no numpy RuntimeWarning may escape on the way.
+@pytest.mark.parametrize(
+    "X",
+    [
+        BLOBS * 1e200,
+        (np.random.default_rng(0).normal(size=(100, 2)) * 1e38).astype(np.float32),
+    ],
+    ids=["float64-1e200", "float32-1e38"],
+)
+def test_data_whose_variance_overflows_is_refused_clearly(X):
+    # Covariances near 1e402 (float64) or 1e76 (float32) are not
+    # representable, so a clear refusal is the only correct answer; no numpy
+    # RuntimeWarning may escape on the way (float32 values near their
+    # largest overflowed scikit-learn's check for NaN, a sum).
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         with pytest.raises(
             ValueError, match=r"(?i)overflow|too large|scale|range|finite|varian"
         ):
-            GaussianMixture(2, random_state=0).fit(BLOBS * 1e200)
+            GaussianMixture(2, random_state=0).fit(X)
 
 
 def test_tiny_magnitude_below_squares_underflow_warns_and_stays_finite():

@@ -459,8 +459,14 @@ def fit_source(estimator: Any, X: Any, sample_weight: Any) -> RowSource:
 def array_source(
     estimator: Any, X: Any, sample_weight: Any, **validation: Any
 ) -> ArraySource:
-    """X validated as a NumPy array by ``validate_data(estimator, X, **validation)``."""
-    X = validate_data(estimator, X, **validation)
+    """X validated as a NumPy array by ``validate_data(estimator, X, **validation)``.
+
+    scikit-learn first sums X to look for NaN and infinity; finite float32
+    values near its largest (3.4e38) overflow that sum, and NumPy's
+    RuntimeWarning about it would come before the clear error that follows.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        X = validate_data(estimator, X, **validation)
     weights = (
         None
         if sample_weight is None
@@ -475,7 +481,8 @@ def prediction_source(estimator: Any, X: Any) -> RowSource:
     if backend is not None:
         source: RowSource = backend.prediction_source(estimator, X)
         return source
-    X = validate_data(estimator, X, reset=False, dtype=[np.float64, np.float32])
+    with np.errstate(over="ignore", invalid="ignore"):  # see array_source
+        X = validate_data(estimator, X, reset=False, dtype=[np.float64, np.float32])
     return ArraySource(X, None)
 
 
