@@ -355,8 +355,8 @@ def _sums_hold(
 ) -> bool:
     """Whether an E-step in ``dtype`` (float32), its sums taken about the
     mixture's mean (expanded) or ``about_means`` (exact differences), keeps
-    every covariance's thinnest direction to ``_EXPANSION_TOLERANCE``
-    (:meth:`CovarianceStrategy.conditioning`).
+    every covariance's thinnest direction: ``eps * conditioning`` within
+    ``_CONDITIONING_TOLERANCE`` (:meth:`CovarianceStrategy.conditioning`).
 
     Where it does not, float32 rows are worked on in float64. One component
     of 20,000 float32 rows in 4 correlated features (covariance of condition
