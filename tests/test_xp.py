@@ -305,11 +305,19 @@ def test_float32_close_to_float64(blobs_xp, covariance_type, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_float32_correlated_features_worked_on_in_float64(device):
+def test_float32_correlated_features_worked_on_in_float64(monkeypatch, device):
     """One component whose 4 features correlate (condition 1e7): float32
     sums would lose its thinnest direction (lower bound 7e-4 off, scores
     up to 2 off), so float32 tensors are worked on in float64, as NumPy
-    arrays are, and the outputs stay float32."""
+    arrays are, in chunks half as long, and the outputs stay float32."""
+    requested = []
+    chunks = XpSource._chunks
+
+    def spy(self, values_per_row):
+        requested.append(values_per_row)
+        return chunks(self, values_per_row)
+
+    monkeypatch.setattr(XpSource, "_chunks", spy)
     rng = np.random.default_rng(0)
     rotation = np.linalg.qr(rng.normal(size=(4, 4)))[0]
     spreads = np.sqrt(np.geomspace(1.0, 1e-7, 4))
@@ -340,6 +348,8 @@ def test_float32_correlated_features_worked_on_in_float64(device):
         scores.cpu().numpy(), numpy_float32.score_samples(X32), rtol=1e-6
     )
     assert ours.predict_proba(_tensor(X32, device)).dtype == torch.float32
+    # 15 features (quadratic, linear, constant), two values each, in float64.
+    assert 2 * 2 * 15 in requested
 
 
 # ----------------------------------------------------------- prediction

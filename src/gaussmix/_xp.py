@@ -279,9 +279,19 @@ class XpSource(RowSource):
     def _n_expanded(self, strategy: CovarianceStrategy) -> int:
         return strategy.n_expanded(self.n_features)
 
-    def _values_per_row(self, strategy: CovarianceStrategy, n_centres: int) -> int:
-        """Largest temporary per row: features (and their parts) per centre."""
-        return n_centres * (2 * self._n_expanded(strategy))
+    def _values_per_row(
+        self,
+        strategy: CovarianceStrategy,
+        n_centres: int,
+        work: np.dtype | None = None,
+    ) -> int:
+        """Largest temporary per row: features (and their parts) per centre,
+        counted in the rows' dtype (twice as many for float32 rows worked on
+        in float64, ``work``)."""
+        values = n_centres * (2 * self._n_expanded(strategy))
+        if work is not None:
+            values *= max(1, np.dtype(work).itemsize // self.dtype.itemsize)
+        return values
 
     def _to_device(self, a: np.ndarray) -> Array:
         return self.xp.asarray(a, device=self.device)
@@ -463,7 +473,7 @@ class XpSource(RowSource):
             )
 
         total = self._reduce(
-            self._values_per_row(strategy, n_centres), chunk, _Partial.add
+            self._values_per_row(strategy, n_centres, work), chunk, _Partial.add
         )
         worst_row = int(to_numpy(total.worst_row))
         sample = self.take(np.array([worst_row]))[0][0].astype(np.float64)
@@ -563,7 +573,7 @@ class XpSource(RowSource):
             result(
                 _log_prob(xp, self._cast(self._rows(rows)[0], work), frame, pairs)[1]
             )
-            for rows in self._chunks(self._values_per_row(strategy, n_centres))
+            for rows in self._chunks(self._values_per_row(strategy, n_centres, work))
         ]
         out = xp.concat(parts, axis=0)
         if work != self.dtype and xp.isdtype(out.dtype, "real floating"):
