@@ -200,6 +200,53 @@ def test_float32_exact_e_steps_far_from_the_origin(monkeypatch, covariance_type)
     np.testing.assert_allclose(m32.covariances_, m64.covariances_, rtol=1e-3, atol=1e-7)
 
 
+def _random_problem(seed):
+    """A random mixture problem as a random search drew them: rows (float32),
+    a start, an iteration count. Offsets up to 1e4, columns scaled by up to
+    100 either way, every covariance type."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([300, 3000, 40000, 150000]))
+    d = int(rng.choice([1, 2, 3, 5, 9, 17]))
+    k = int(rng.integers(1, 7))
+    covariance_type = str(rng.choice(["full", "tied", "diag", "spherical"]))
+    offset = float(rng.choice([0, 1e2, 1e4]))
+    scale = 10 ** rng.uniform(-2, 2, size=d) if rng.random() < 0.5 else np.ones(d)
+    labels = rng.integers(k, size=n)
+    centres = rng.normal(scale=3, size=(k, d))
+    noise = rng.normal(size=(n, d))
+    X = centres[labels] + noise @ (np.eye(d) + 0.5 * rng.normal(size=(d, d)))
+    X32 = (X * scale + offset).astype(np.float32)
+    X64 = X32.astype(np.float64)
+    median = np.median(X64, axis=0)
+    start = SkGaussianMixture(
+        k, covariance_type=covariance_type, max_iter=2, random_state=seed
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start.fit(X64 - median)
+    init = dict(
+        weights_init=start.weights_,
+        means_init=start.means_ + median,
+        precisions_init=start.precisions_,
+    )
+    return X32, covariance_type, k, init, int(rng.integers(1, 30))
+
+
+# Seeds where float32 fits had been 1.5e-4 to 0.29 off (relative lower bound)
+# the float64 fits of the same rows: 16, 57, 79 (means rounded to float32 in
+# the exact E-step), 178 and 190 (correlated features summed in float32);
+# and five of the many that were not.
+@pytest.mark.parametrize("seed", [16, 57, 79, 178, 190, 1, 2, 3, 5, 8])
+def test_float32_fits_of_random_problems_track_float64(seed):
+    X32, covariance_type, k, init, n_iter = _random_problem(seed)
+    kwargs = dict(covariance_type=covariance_type, max_iter=n_iter, tol=0, **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m32 = GaussianMixture(k, **kwargs).fit(X32)
+        m64 = GaussianMixture(k, **kwargs).fit(X32.astype(np.float64))
+    np.testing.assert_allclose(m32.lower_bound_, m64.lower_bound_, rtol=1e-5)
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_integer_weights_equal_repeated_rows(blobs, covariance_type):
     counts = np.random.RandomState(2).randint(0, 4, len(blobs))
