@@ -189,6 +189,20 @@ _EXPANSION_TOLERANCE = {
 # 4e-6, of the diabetes, acidity and galaxies data sets at 5e-5 and below.
 _CONDITIONING_TOLERANCE = 2.0**-11
 
+# Predictions (log-densities, responsibilities and labels of each row) of
+# float32 rows are worked on in float64 beyond this, a 128th of what
+# fits allow: each row's log-density is an output of its own, where a fit's
+# lower bound averages the rows' rounding away. One component of 50,000
+# float32 rows, 4 or 16 features: the largest error in a row's
+# log-density, in float32, was 0.4e-6 to 1.2e-6 times the conditioning
+# (for conditionings of 5 to 2,300; 2e-4 for case (b) of
+# benchmarks/bench_em.py, where it is 277), the median a hundredth of that.
+# This keeps every row's density to about 8e-5 (relative); worked on in
+# float64, the errors were 1e-6 and below (the float32 output's rounding).
+# Predictions of float32 rows then took 1.1-1.9x as long (cases (b), (c)
+# and (e) at 200,000 rows, alternating the old and new code).
+_PREDICTION_TOLERANCE = 2.0**-18
+
 # The bound on the expanded E-step's rounding (``eps * expansion_error``) is
 # a worst case, and far from the typical: at the converged parameters of
 # benchmarks/bench_em.py's cases, float32 expanded lower bounds were within
@@ -330,12 +344,16 @@ def _expansion(
 
 
 def _working_expansion(
-    dtype: np.dtype, params: Params, strategy: CovarianceStrategy
+    dtype: np.dtype,
+    params: Params,
+    strategy: CovarianceStrategy,
+    tolerance: float = _CONDITIONING_TOLERANCE,
 ) -> _Expansion | None:
     """The expanded form for rows of ``dtype``: in that dtype, else in
     float64 (float32 rows whose expansion would lose too many digits in
     float32: components over about 180 of their smallest standard
-    deviations from the centre), else None (exact differences).
+    deviations from the centre, or features correlated beyond
+    ``tolerance``, see :func:`_sums_hold`), else None (exact differences).
 
     Expanded in float64, float32 rows cost about what float64 rows do, where
     exact differences cost 10-40x that (cases (c) and (e) of
@@ -343,7 +361,9 @@ def _working_expansion(
     """
     dtype = np.dtype(dtype)
     expansion = None
-    if dtype == np.float64 or _sums_hold(dtype, params, strategy, about_means=False):
+    if dtype == np.float64 or _sums_hold(
+        dtype, params, strategy, about_means=False, tolerance=tolerance
+    ):
         expansion = _expansion(dtype, params, strategy)
     if expansion is None and dtype != np.float64:
         expansion = _expansion(np.dtype(np.float64), params, strategy)
@@ -351,12 +371,16 @@ def _working_expansion(
 
 
 def _sums_hold(
-    dtype: np.dtype, params: Params, strategy: CovarianceStrategy, about_means: bool
+    dtype: np.dtype,
+    params: Params,
+    strategy: CovarianceStrategy,
+    about_means: bool,
+    tolerance: float = _CONDITIONING_TOLERANCE,
 ) -> bool:
     """Whether an E-step in ``dtype`` (float32), its sums taken about the
     mixture's mean (expanded) or ``about_means`` (exact differences), keeps
     every covariance's thinnest direction: ``eps * conditioning`` within
-    ``_CONDITIONING_TOLERANCE`` (:meth:`CovarianceStrategy.conditioning`).
+    ``tolerance`` (:meth:`CovarianceStrategy.conditioning`).
 
     Where it does not, float32 rows are worked on in float64. One component
     of 20,000 float32 rows in 4 correlated features (covariance of condition
@@ -370,7 +394,7 @@ def _sums_hold(
             params.means, params.covariances, params.precisions_cholesky, centre
         )
     noise = float(np.finfo(dtype).eps) * conditioning
-    return noise <= _CONDITIONING_TOLERANCE
+    return noise <= tolerance
 
 
 class _ChunkBuffers:
@@ -787,7 +811,11 @@ def weighted_log_prob(
     ``exact`` forces per-component differences even where the expanded
     form would be accurate enough.
     """
-    expansion = None if exact else _working_expansion(X.dtype, params, strategy)
+    expansion = (
+        None
+        if exact
+        else _working_expansion(X.dtype, params, strategy, _PREDICTION_TOLERANCE)
+    )
     if expansion is not None:
         return _expanded_log_prob_all(X, expansion, strategy)
     n_components, n_features = params.means.shape
@@ -815,7 +843,7 @@ def _per_row(
     so the results are the same as from its n x K array, bit for bit, with
     no n x K array made.
     """
-    expansion = _working_expansion(X.dtype, params, strategy)
+    expansion = _working_expansion(X.dtype, params, strategy, _PREDICTION_TOLERANCE)
     if expansion is not None:
         n_components, n_expanded = expansion.weights.shape
         size, workers = expanded_chunks(
