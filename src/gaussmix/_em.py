@@ -178,30 +178,42 @@ _EXPANSION_TOLERANCE = {
     np.dtype(np.float32): 2.0**-8,
 }
 
-# float32 rows are worked on in float64 where ``eps * conditioning`` (see
-# CovarianceStrategy.conditioning) passes this: sums of products in float32
-# lose a covariance's thinnest direction as its features correlate. One
-# component of 20,000 rows in 4 or 16 correlated features (condition 1e3 to
-# 3e5), fitted in float32 throughout: lower bounds 0.004-0.17 times
-# ``eps * conditioning`` from float64's (relative), at most 0.05 times where
-# it passed 2e-5; so within about 2.5e-5 here. The benchmark's cases are at
-# 6.5e-5 ((d), 64 features) and below; fits of Old Faithful (full, tied) at
-# 4e-6, of the diabetes, acidity and galaxies data sets at 5e-5 and below.
-_CONDITIONING_TOLERANCE = 2.0**-11
+# The expanded E-step is used where ``eps * conditioning`` (see
+# CovarianceStrategy.conditioning) stays within this: sums of products lose
+# a covariance's thinnest direction as its features correlate, and the
+# expanded log-densities cancel as much. Beyond it, float32 rows are worked
+# on in float64, and float64 rows by exact differences.
+# - float32: one component of 20,000 rows in 4 or 16 correlated features
+#   (condition 1e3 to 3e5), fitted in float32 throughout, had lower bounds
+#   0.004-0.17 times ``eps * conditioning`` from float64's (relative), at
+#   most 0.05 times where it passed 2e-5; so within about 2.5e-5 here.
+# - float64: the same rows (condition 1e6 to 1e12), expanded, had lower
+#   bounds 0.001-0.018 times ``eps * conditioning`` from scikit-learn's
+#   (1.5e-7 at 1e12, where scikit-learn's was within 6e-10 of the exact
+#   value, computed at 50 digits); so within about 1e-9 here.
+# The benchmark's cases are at 6.5e-5 ((d), 64 features) and below in
+# float32; fits of Old Faithful (full, tied) at 4e-6, of the diabetes,
+# acidity and galaxies data sets at 5e-5 and below.
+_CONDITIONING_TOLERANCE: dict[np.dtype, float] = {
+    np.dtype(np.float64): 2.0**-24,
+    np.dtype(np.float32): 2.0**-11,
+}
 
-# Predictions (log-densities, responsibilities and labels of each row) of
-# float32 rows are worked on in float64 beyond this, a 128th of what
-# fits allow: each row's log-density is an output of its own, where a fit's
-# lower bound averages the rows' rounding away. One component of 50,000
-# float32 rows, 4 or 16 features: the largest error in a row's
+# Predictions (log-densities, responsibilities and labels of each row) take
+# a 128th of that: each row's log-density is an output of its own, where a
+# fit's lower bound averages the rows' rounding away. One component of
+# 50,000 float32 rows, 4 or 16 features: the largest error in a row's
 # log-density, in float32, was 0.4e-6 to 1.2e-6 times the conditioning
 # (for conditionings of 5 to 2,300; 2e-4 for case (b) of
 # benchmarks/bench_em.py, where it is 277), the median a hundredth of that.
-# This keeps every row's density to about 8e-5 (relative); worked on in
-# float64, the errors were 1e-6 and below (the float32 output's rounding).
-# Predictions of float32 rows then took 1.1-1.9x as long (cases (b), (c)
-# and (e) at 200,000 rows, alternating the old and new code).
-_PREDICTION_TOLERANCE = 2.0**-18
+# This keeps every row's density to about 8e-5 (relative) in float32 and
+# 1e-8 in float64; worked on in float64, float32 rows' errors were 1e-6
+# and below (the float32 output's rounding). Predictions of float32 rows
+# then took 1.1-1.9x as long (cases (b), (c) and (e) at 200,000 rows,
+# alternating the old and new code).
+_PREDICTION_TOLERANCE: dict[np.dtype, float] = {
+    dtype: tolerance / 128 for dtype, tolerance in _CONDITIONING_TOLERANCE.items()
+}
 
 # The bound on the expanded E-step's rounding (``eps * expansion_error``) is
 # a worst case, and far from the typical: at the converged parameters of
@@ -347,27 +359,26 @@ def _working_expansion(
     dtype: np.dtype,
     params: Params,
     strategy: CovarianceStrategy,
-    tolerance: float = _CONDITIONING_TOLERANCE,
+    tolerances: dict[np.dtype, float] = _CONDITIONING_TOLERANCE,
 ) -> _Expansion | None:
     """The expanded form for rows of ``dtype``: in that dtype, else in
     float64 (float32 rows whose expansion would lose too many digits in
     float32: components over about 180 of their smallest standard
     deviations from the centre, or features correlated beyond
-    ``tolerance``, see :func:`_sums_hold`), else None (exact differences).
+    ``tolerances``, see :func:`_sums_hold`), else None (exact differences).
 
     Expanded in float64, float32 rows cost about what float64 rows do, where
     exact differences cost 10-40x that (cases (c) and (e) of
     benchmarks/bench_em.py).
     """
     dtype = np.dtype(dtype)
-    expansion = None
-    if dtype == np.float64 or _sums_hold(
-        dtype, params, strategy, about_means=False, tolerance=tolerance
-    ):
-        expansion = _expansion(dtype, params, strategy)
-    if expansion is None and dtype != np.float64:
-        expansion = _expansion(np.dtype(np.float64), params, strategy)
-    return expansion
+    float64 = np.dtype(np.float64)
+    for work in (dtype,) if dtype == float64 else (dtype, float64):
+        if _sums_hold(work, params, strategy, about_means=False, tolerances=tolerances):
+            expansion = _expansion(work, params, strategy)
+            if expansion is not None:
+                return expansion
+    return None
 
 
 def _sums_hold(
@@ -375,26 +386,30 @@ def _sums_hold(
     params: Params,
     strategy: CovarianceStrategy,
     about_means: bool,
-    tolerance: float = _CONDITIONING_TOLERANCE,
+    tolerances: dict[np.dtype, float] = _CONDITIONING_TOLERANCE,
 ) -> bool:
-    """Whether an E-step in ``dtype`` (float32), its sums taken about the
-    mixture's mean (expanded) or ``about_means`` (exact differences), keeps
-    every covariance's thinnest direction: ``eps * conditioning`` within
-    ``tolerance`` (:meth:`CovarianceStrategy.conditioning`).
+    """Whether an E-step in ``dtype``, its sums taken about the mixture's
+    mean (expanded) or ``about_means`` (exact differences), keeps every
+    covariance's thinnest direction: ``eps * conditioning`` within
+    ``tolerances[dtype]`` (:meth:`CovarianceStrategy.conditioning`).
 
-    Where it does not, float32 rows are worked on in float64. One component
-    of 20,000 float32 rows in 4 correlated features (covariance of condition
-    1e4 to 1e7), fitted in float32 throughout, had lower bounds 5e-6, 6e-5,
-    1e-4 and 2e-3 from the float64 fit of the same rows; worked on in
-    float64 from 1e5, within 5e-12.
+    Where it does not, float32 rows are worked on in float64, and float64
+    rows by exact differences. One component of 20,000 float32 rows in 4
+    correlated features (covariance of condition 1e4 to 1e7), fitted in
+    float32 throughout, had lower bounds 5e-6, 6e-5, 1e-4 and 2e-3 from
+    the float64 fit of the same rows; worked on in float64 from 1e5,
+    within 5e-12. The same rows in float64, expanded, had lower bounds
+    2e-10, 2e-9, 3e-8 and 1.5e-7 from scikit-learn's at condition 1e9 to
+    1e12.
     """
+    dtype = np.dtype(dtype)
     centre = params.means if about_means else params.weights @ params.means
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         conditioning = strategy.conditioning(
             params.means, params.covariances, params.precisions_cholesky, centre
         )
     noise = float(np.finfo(dtype).eps) * conditioning
-    return noise <= tolerance
+    return noise <= tolerances[dtype]
 
 
 class _ChunkBuffers:
