@@ -389,6 +389,22 @@ def _correlated(condition, n_features=4, seed=0, n_samples=20_000):
     return (rng.normal(size=(n_samples, n_features)) * spreads) @ rotation.T
 
 
+def _three_iterations_from_one_start(X_start, *fits):
+    """One component fitted three EM iterations by each (estimator, rows) of
+    ``fits``, all from the component of one iteration on ``X_start``, with
+    no regularisation. A variance 1e-12 of the largest is taken for a
+    collapse (a warning), and three iterations do not converge."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        start = SkGaussianMixture(1, max_iter=1, reg_covar=0.0).fit(X_start)
+        kwargs = dict(
+            tol=0, max_iter=3, reg_covar=0.0,
+            means_init=start.means_, precisions_init=start.precisions_,
+        )  # fmt: skip
+        return [estimator(1, **kwargs).fit(rows) for estimator, rows in fits]
+
+
 @pytest.mark.parametrize("exact", [False, True])
 @pytest.mark.parametrize("condition", [1e6, 1e7])
 def test_float32_correlated_features_keep_their_thinnest_direction(
@@ -403,15 +419,9 @@ def test_float32_correlated_features_keep_their_thinnest_direction(
         monkeypatch.setattr(_em, "_expansion", lambda *args: None)
     X32 = _correlated(condition).astype(np.float32)
     X64 = X32.astype(np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        start = GaussianMixture(1, max_iter=1, reg_covar=0.0).fit(X64)
-        kwargs = dict(
-            tol=0, max_iter=3, reg_covar=0.0,
-            means_init=start.means_, precisions_init=start.precisions_,
-        )  # fmt: skip
-        m32 = GaussianMixture(1, **kwargs).fit(X32)
-        m64 = GaussianMixture(1, **kwargs).fit(X64)
+    m32, m64 = _three_iterations_from_one_start(
+        X64, (GaussianMixture, X32), (GaussianMixture, X64)
+    )
     np.testing.assert_allclose(m32.lower_bound_, m64.lower_bound_, rtol=1e-9)
     # The thinnest direction's variance, to the rounding of float32 entries.
     values, vectors = np.linalg.eigh(m64.covariances_[0])
@@ -427,17 +437,9 @@ def test_float64_correlated_features_fit_like_sklearn(condition):
     and 1.5e-7 off scikit-learn's (which is within 6e-10 of the exact value
     at 1e12), past the 1e-8 promised; such rows get exact differences."""
     X = _correlated(condition)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        # A variance 1e-12 of the largest is taken for a collapse (a warning).
-        warnings.simplefilter("ignore", DegenerateDataWarning)
-        start = SkGaussianMixture(1, max_iter=1, reg_covar=0.0).fit(X)
-        kwargs = dict(
-            tol=0, max_iter=3, reg_covar=0.0,
-            means_init=start.means_, precisions_init=start.precisions_,
-        )  # fmt: skip
-        ours = GaussianMixture(1, **kwargs).fit(X)
-        theirs = SkGaussianMixture(1, **kwargs).fit(X)
+    ours, theirs = _three_iterations_from_one_start(
+        X, (GaussianMixture, X), (SkGaussianMixture, X)
+    )
     np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=5e-9)
     params = _params(ours)
     assert _em._working_expansion(X.dtype, params, get_covariance("full")) is None
