@@ -5,7 +5,6 @@ import multiprocessing
 import operator
 import threading
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from threadpoolctl import threadpool_limits
 
 from gaussmix import (
     Chunks,
-    DegenerateDataWarning,
     GaussianMixture,
     _em,
     _init,
@@ -34,7 +32,13 @@ from gaussmix._em import (
 )
 from gaussmix._source import ArraySource
 from gaussmix.datasets import make_elliptical_blobs
-from helpers import COVARIANCE_TYPES, start_params
+from helpers import (
+    COVARIANCE_TYPES,
+    assert_thinnest_directions_kept,
+    correlated,
+    start_params,
+    three_iterations_from_one_start,
+)
 
 
 def _params(model):
@@ -381,30 +385,6 @@ def test_ill_conditioned_covariances_fit_like_sklearn(condition, expanded):
         )
 
 
-def _correlated(condition, n_features=4, seed=0, n_samples=20_000):
-    """One component, rotated, its covariance of the given condition number."""
-    rng = np.random.default_rng(seed)
-    rotation = np.linalg.qr(rng.normal(size=(n_features, n_features)))[0]
-    spreads = np.sqrt(np.geomspace(1.0, 1.0 / condition, n_features))
-    return (rng.normal(size=(n_samples, n_features)) * spreads) @ rotation.T
-
-
-def _three_iterations_from_one_start(X_start, *fits):
-    """One component fitted three EM iterations by each (estimator, rows) of
-    ``fits``, all from the component of one iteration on ``X_start``, with
-    no regularisation. A variance 1e-12 of the largest is taken for a
-    collapse (a warning), and three iterations do not converge."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.simplefilter("ignore", DegenerateDataWarning)
-        start = SkGaussianMixture(1, max_iter=1, reg_covar=0.0).fit(X_start)
-        kwargs = dict(
-            tol=0, max_iter=3, reg_covar=0.0,
-            means_init=start.means_, precisions_init=start.precisions_,
-        )  # fmt: skip
-        return [estimator(1, **kwargs).fit(rows) for estimator, rows in fits]
-
-
 @pytest.mark.parametrize("exact", [False, True])
 @pytest.mark.parametrize("condition", [1e6, 1e7])
 def test_float32_correlated_features_keep_their_thinnest_direction(
@@ -417,9 +397,9 @@ def test_float32_correlated_features_keep_their_thinnest_direction(
     whole). Such rows are worked on in float64, expanded or exact."""
     if exact:
         monkeypatch.setattr(_em, "_expansion", lambda *args: None)
-    X32 = _correlated(condition).astype(np.float32)
+    X32 = correlated(condition).astype(np.float32)
     X64 = X32.astype(np.float64)
-    m32, m64 = _three_iterations_from_one_start(
+    m32, m64 = three_iterations_from_one_start(
         X64, (GaussianMixture, X32), (GaussianMixture, X64)
     )
     np.testing.assert_allclose(m32.lower_bound_, m64.lower_bound_, rtol=1e-9)
@@ -436,8 +416,8 @@ def test_float64_correlated_features_fit_like_sklearn(condition):
     1e11, 1e12, about its own mean): the expansion's lower bound was 3e-8
     and 1.5e-7 off scikit-learn's (which is within 6e-10 of the exact value
     at 1e12), past the 1e-8 promised; such rows get exact differences."""
-    X = _correlated(condition)
-    ours, theirs = _three_iterations_from_one_start(
+    X = correlated(condition)
+    ours, theirs = three_iterations_from_one_start(
         X, (GaussianMixture, X), (SkGaussianMixture, X)
     )
     np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=5e-9)
@@ -448,7 +428,7 @@ def test_float64_correlated_features_fit_like_sklearn(condition):
 def test_float64_moderately_correlated_features_stay_expanded():
     """Up to condition 1e8 (and well beyond in most data) float64 rows keep
     the expanded E-step, within 4e-11 of scikit-learn's lower bound."""
-    X = _correlated(1e8)
+    X = correlated(1e8)
     fit = GaussianMixture(1, random_state=0).fit(X)
     working = _em._working_expansion(X.dtype, _params(fit), get_covariance("full"))
     assert working is not None and working.weights.dtype == np.float64
@@ -459,7 +439,7 @@ def test_float32_predictions_keep_each_rows_density():
     correlated features (condition 1e4) the float32 expansion was up to
     6e-4 off in some rows (a density 6e-4 off, relative); predictions are
     worked on in float64 there, and stay float32."""
-    X32 = _correlated(1e4, n_samples=50_000).astype(np.float32)
+    X32 = correlated(1e4, n_samples=50_000).astype(np.float32)
     model = GaussianMixture(1, random_state=0).fit(X32)
     scores = model.score_samples(X32)
     assert scores.dtype == np.float32
@@ -473,7 +453,7 @@ def test_float32_well_conditioned_rows_stay_in_float32():
     """The conditioning check costs nothing where features do not correlate
     much: the benchmark-like blobs, and a condition of 1e3, stay float32."""
     strategy = get_covariance("full")
-    for X in (make_elliptical_blobs(3000, 3, 5, random_state=0)[0], _correlated(1e3)):
+    for X in (make_elliptical_blobs(3000, 3, 5, random_state=0)[0], correlated(1e3)):
         k = 3 if X.shape[1] == 5 else 1
         fit = GaussianMixture(k, random_state=0).fit(X)
         params = _em.Params(
@@ -490,7 +470,7 @@ def test_conditioning_ignores_scales_and_sees_correlations(covariance_type):
     it, and large where a component's features correlate; for diag the
     largest (C_ii + offset_i^2) / C_ii."""
     strategy = get_covariance(covariance_type)
-    X = _correlated(1e4, n_features=3, seed=1, n_samples=3000)
+    X = correlated(1e4, n_features=3, seed=1, n_samples=3000)
     X[1500:] += 2.0
     fit = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
     means, covariances = fit.means_, fit.covariances_
@@ -974,12 +954,7 @@ def test_float32_starts_keep_the_thinnest_direction(method):
     these correlated features (condition 1e9) lost its thinnest direction
     (5e5 times its size off), and the default float32 fit ended 1.9e-3 from
     the float64 one in lower bound."""
-    rng = np.random.default_rng(1)
-    rotation = np.linalg.qr(rng.normal(size=(5, 5)))[0]
-    spreads = np.sqrt(np.geomspace(1.0, 1e-9, 5))
-    X = (rng.normal(size=(30_000, 5)) * spreads) @ rotation.T
-    X += 3.0 * rng.integers(3, size=(30_000, 1)) * rotation[:, 0]
-    X32 = X.astype(np.float32)
+    X32 = correlated(1e9, 5, seed=1, n_samples=30_000, clusters=3).astype(np.float32)
     strategy = get_covariance("full")
     starts = {}
     for rows in (X32, X32.astype(np.float64)):
@@ -987,14 +962,11 @@ def test_float32_starts_keep_the_thinnest_direction(method):
             ArraySource(rows, None), 3, method, np.random.RandomState(0), strategy
         )
         starts[rows.dtype] = _em.m_step(stats, strategy, 0.0, np.zeros(5), 1e-16)[0]
-    for c32, c64 in zip(
+    assert_thinnest_directions_kept(
         starts[np.dtype(np.float32)].covariances,
         starts[np.dtype(np.float64)].covariances,
-        strict=True,
-    ):
-        values, vectors = np.linalg.eigh(c64)
-        thinnest = vectors[:, 0] @ c32 @ vectors[:, 0]
-        assert thinnest == pytest.approx(values[0], rel=1e-5)
+        rel=1e-5,
+    )
 
 
 def test_sampled_kmeans_uses_only_positive_weights():

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("array_api_compat")
 
-from gaussmix import DegenerateDataWarning, GaussianMixture  # noqa: E402
+from gaussmix import DegenerateDataWarning, GaussianMixture, _em, _init  # noqa: E402
 from gaussmix._covariance import get_covariance  # noqa: E402
 from gaussmix._em import _expansion  # noqa: E402
 from gaussmix._source import ArraySource  # noqa: E402
 from gaussmix._xp import XpSource  # noqa: E402
 from gaussmix.datasets import make_elliptical_blobs  # noqa: E402
-from helpers import COVARIANCE_TYPES, start_params  # noqa: E402
+from helpers import (  # noqa: E402
+    COVARIANCE_TYPES,
+    assert_thinnest_directions_kept,
+    correlated,
+    start_params,
+    three_iterations_from_one_start,
+)
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -318,21 +324,14 @@ def test_float32_correlated_features_worked_on_in_float64(monkeypatch, device):
         return chunks(self, values_per_row)
 
     monkeypatch.setattr(XpSource, "_chunks", spy)
-    rng = np.random.default_rng(0)
-    rotation = np.linalg.qr(rng.normal(size=(4, 4)))[0]
-    spreads = np.sqrt(np.geomspace(1.0, 1e-7, 4))
-    X32 = ((rng.normal(size=(20_000, 4)) * spreads) @ rotation.T).astype(np.float32)
+    X32 = correlated(1e7).astype(np.float32)
     X64 = X32.astype(np.float64)
-    with pytest.warns(ConvergenceWarning):
-        start = GaussianMixture(1, max_iter=1, reg_covar=0.0).fit(X64)
-    kwargs = dict(
-        tol=0, max_iter=3, reg_covar=0.0,
-        means_init=start.means_, precisions_init=start.precisions_,
-    )  # fmt: skip
-    with pytest.warns(ConvergenceWarning):
-        reference = GaussianMixture(1, **kwargs).fit(X64)
-    with pytest.warns(ConvergenceWarning):
-        ours = GaussianMixture(1, **kwargs).fit(_tensor(X32, device))
+    reference, ours, numpy_float32 = three_iterations_from_one_start(
+        X64,
+        (GaussianMixture, X64),
+        (GaussianMixture, _tensor(X32, device)),
+        (GaussianMixture, X32),
+    )
     assert ours.lower_bound_ == pytest.approx(reference.lower_bound_, rel=1e-9)
     scores = ours.score_samples(_tensor(X32, device))
     assert scores.dtype == torch.float32
@@ -342,14 +341,75 @@ def test_float32_correlated_features_worked_on_in_float64(monkeypatch, device):
     np.testing.assert_allclose(
         scores.cpu().numpy(), expected, atol=1e-4 * np.max(np.abs(expected))
     )
-    with pytest.warns(ConvergenceWarning):
-        numpy_float32 = GaussianMixture(1, **kwargs).fit(X32)
     np.testing.assert_allclose(
         scores.cpu().numpy(), numpy_float32.score_samples(X32), rtol=1e-6
     )
     assert ours.predict_proba(_tensor(X32, device)).dtype == torch.float32
     # 15 features (quadratic, linear, constant), two values each, in float64.
     assert 2 * 2 * 15 in requested
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("condition", [1e11, 1e12])
+def test_float64_correlated_features_fit_like_sklearn(condition, device):
+    """float64 tensors of one component whose 4 features correlate
+    (condition 1e11, 1e12): the expansion about the component's own mean
+    had lower bounds 4.6e-10 and 4.4e-8 off scikit-learn's. Its
+    log-densities are whitened instead, as the NumPy engine's exact E-step
+    takes them, and the fit is the NumPy engine's."""
+    X = correlated(condition)
+    ours, numpy_fit, theirs = three_iterations_from_one_start(
+        X,
+        (GaussianMixture, _tensor(X, device)),
+        (GaussianMixture, X),
+        (SkGaussianMixture, X),
+    )
+    np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=5e-9)
+    np.testing.assert_allclose(ours.lower_bound_, numpy_fit.lower_bound_, rtol=1e-10)
+    # The fits' thinnest variances (1e-12 of the largest) hold about 1e-4
+    # (eps times the condition), and so do their scores: each model scores
+    # the rows as the NumPy engine does with it.
+    scores = ours.score_samples(_tensor(X, device)).cpu().numpy()
+    expected = ours.score_samples(X)
+    np.testing.assert_allclose(scores, expected, atol=1e-9 * np.max(np.abs(expected)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_predictions_keep_each_rows_density(device):
+    """Each row's log-density is an output of its own: for float32 tensors
+    of correlated features (condition 1e4), predicted in float32, some rows
+    were 5e-4 off. As NumPy arrays are, they are worked on in float64
+    there, and the outputs stay float32."""
+    X32 = correlated(1e4, n_samples=50_000).astype(np.float32)
+    model = GaussianMixture(1, random_state=0).fit(X32)
+    scores = model.score_samples(_tensor(X32, device))
+    assert scores.dtype == torch.float32
+    expected = model.score_samples(X32.astype(np.float64))
+    np.testing.assert_allclose(scores.cpu().numpy(), expected, rtol=0, atol=1e-5)
+    assert model.predict_proba(_tensor(X32, device)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["kmeans", "random"])
+def test_float32_starts_keep_the_thinnest_direction(method, device):
+    """The start's statistics (of labels, or of random responsibilities) of
+    float32 tensors are summed in float64, as the NumPy engine sums them:
+    in float32 the covariance of these correlated features (condition
+    1e9) lost its thinnest direction."""
+    X32 = correlated(1e9, 5, seed=1, n_samples=30_000, clusters=3).astype(np.float32)
+    strategy = get_covariance("full")
+    starts = []
+    for source in (
+        XpSource(_tensor(X32, device), None),
+        ArraySource(X32.astype(np.float64), None),
+    ):
+        stats = _init.initial_statistics(
+            source, 3, method, np.random.RandomState(0), strategy
+        )
+        starts.append(_em.m_step(stats, strategy, 0.0, np.zeros(5), 1e-16)[0])
+    assert_thinnest_directions_kept(
+        starts[0].covariances, starts[1].covariances, rel=1e-5
+    )
 
 
 # ----------------------------------------------------------- prediction

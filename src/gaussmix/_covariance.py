@@ -318,6 +318,18 @@ class CovarianceStrategy:
         """
         raise NotImplementedError
 
+    def whitening_factors(self, prec_chol: Array, n_components: int) -> Array | None:
+        """Each component's precision Cholesky factor ``L_k`` (K x D x D),
+        where its quadratic form mixes features (full, tied); None where it
+        does not (diag, spherical).
+
+        An expanded log-density sums the terms ``P_ij z_i z_j``, which
+        cancel where features correlate strongly, even about the
+        component's own mean; ``|L_k^T z|^2`` loses nothing there. Without
+        cross terms the expansion about each mean is as exact.
+        """
+        return None
+
     # -- parametrisations ----------------------------------------------------
     def precision_cholesky(self, covariances: Array) -> Array:
         """Precision Cholesky factors; :class:`DegenerateCovarianceError` if not PD."""
@@ -422,6 +434,11 @@ class _DenseMixin:
         variances = self.variances(covariances)  # type: ignore[attr-defined]
         spreads = variances + (means - centre) ** 2
         return float(np.max(np.sum(spreads * precision_diagonal, axis=1)))
+
+    def whitening_factors(self, prec_chol: Array, n_components: int) -> Array | None:
+        n_features = prec_chol.shape[-1]
+        factors = prec_chol.reshape((-1, n_features, n_features))
+        return np.broadcast_to(factors, (n_components, n_features, n_features))
 
     @staticmethod
     def _factor_error(means: Array, factors: Array, centre: Array) -> float:

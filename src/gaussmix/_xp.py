@@ -14,11 +14,14 @@ The E-step is the expanded one of :mod:`gaussmix._em`: a chunk of rows
 becomes quadratic features ``phi`` (F x n) about a centre ``c``, one
 product ``W @ phi`` gives every weighted log-density and one product
 ``resp @ phi^T`` every statistic. Where the NumPy engine would refuse the
-expansion (components far apart relative to their widths) each component's
-terms are taken about its own mean instead (features K x F x n, batched
-products), which loses no digits; hard labels use the same trick with one
-centre per row. Rows are processed in chunks sized for the device, and the
-statistics are accumulated in float64.
+expansion (components far apart relative to their widths, or features so
+correlated that its sums would cancel) each component's terms are taken
+about its own mean instead (features K x F x n, batched products), its
+log-densities whitened (``|L_k^T (x - mu_k)|^2``) as the NumPy engine's
+exact E-step takes them; hard labels use the same trick with one centre
+per row. float32 rows are worked on in float64 where the NumPy engine
+would (fits and predictions alike). Rows are processed in chunks sized for
+the device, and the statistics are accumulated in float64.
 """
 
 from __future__ import annotations
@@ -35,7 +38,15 @@ from array_api_compat import device as device_of
 
 from . import _kmeans
 from ._covariance import CovarianceStrategy
-from ._em import Params, _expansion, _min_log_resp, _sums_hold
+from ._em import (
+    _CONDITIONING_TOLERANCE,
+    _PREDICTION_TOLERANCE,
+    Params,
+    _Expansion,
+    _min_log_resp,
+    _sums_hold,
+    _working_expansion,
+)
 from ._parallel import reduce_chunks
 from ._source import RespOfRows, RowSource, check_sample_weight
 from ._stats import Moments, SufficientStatistics
@@ -71,30 +82,39 @@ def _host_dtype(xp: Any, dtype: Any) -> np.dtype:
 
 # ------------------------------------------------------------------ kernels
 class _Frame(NamedTuple):
-    """What an E-step needs on the device: ``W`` and where features are centred."""
+    """What an E-step needs on the device: ``W`` and where features are centred.
 
-    weights: Array  # K x F, the data's dtype
+    Frames of a centre per component whose quadratic forms mix features
+    (full, tied) take the log-densities by whitening instead of from ``W``:
+    ``constants - |L_k^T ((x - c_k) - o_k)|^2 / 2``.
+    """
+
+    weights: Array  # K x F, the work dtype
     centres: Array  # D (one centre) or K x D (one per component)
     shift: np.ndarray  # K x D, float64: the centre of each component's sums
+    whitening: Array | None = None  # K x D x D: each L_k^T
+    offsets: Array | None = None  # K x D x 1: each mean minus its centre
+    constants: Array | None = None  # K x 1: log w_k + log det L_k - D log(2 pi) / 2
 
 
-def _frame(
-    xp: Any,
-    device: Any,
-    dtype: np.dtype,
-    params: Params,
-    strategy: CovarianceStrategy,
-    exact: bool,
+def _expanded_frame(xp: Any, device: Any, expansion: _Expansion) -> _Frame:
+    """The expanded form about the mixture's mean (:func:`_working_expansion`)."""
+    n_components = expansion.weights.shape[0]
+    return _Frame(
+        xp.asarray(expansion.weights, device=device),
+        xp.asarray(expansion.centre, device=device),
+        np.repeat(expansion.centre64[None, :], n_components, axis=0),
+    )
+
+
+def _component_frame(
+    xp: Any, device: Any, dtype: np.dtype, params: Params, strategy: CovarianceStrategy
 ) -> _Frame:
-    """The expanded form about the mixture's mean, else about each mean."""
-    n_components = params.means.shape[0]
-    expansion = None if exact else _expansion(dtype, params, strategy)
-    if expansion is not None:
-        return _Frame(
-            xp.asarray(expansion.weights, device=device),
-            xp.asarray(expansion.centre, device=device),
-            np.repeat(expansion.centre64[None, :], n_components, axis=0),
-        )
+    """Each component about its own mean, in ``dtype``: its features for the
+    statistics, and its log-densities whitened where the quadratic form
+    mixes features (as the NumPy engine's exact E-step takes them), else
+    expanded (nothing cancels there)."""
+    n_components, n_features = params.means.shape
     centres = params.means.astype(dtype)
     shift = centres.astype(np.float64)
     with np.errstate(divide="ignore"):
@@ -102,10 +122,25 @@ def _frame(
     weights = strategy.expanded_weights(
         log_weights, params.means, params.precisions_cholesky, shift
     )
+
+    def on_device(a: np.ndarray) -> Array:
+        return xp.asarray(np.ascontiguousarray(a, dtype=dtype), device=device)
+
+    factors = strategy.whitening_factors(params.precisions_cholesky, n_components)
+    if factors is None:
+        return _Frame(on_device(weights), on_device(centres), shift)
+    log_det = np.broadcast_to(
+        strategy.log_pdet(params.precisions_cholesky, n_features), (n_components,)
+    )
+    constants = log_weights + log_det - 0.5 * n_features * math.log(2 * math.pi)
     return _Frame(
-        xp.asarray(weights.astype(dtype), device=device),
-        xp.asarray(centres, device=device),
+        on_device(weights),
+        on_device(centres),
         shift,
+        whitening=on_device(np.swapaxes(factors, 1, 2)),
+        # The means' remainders beyond the centres (float32's rounding).
+        offsets=on_device((params.means - shift)[:, :, None]),
+        constants=on_device(constants[:, None]),
     )
 
 
@@ -131,9 +166,17 @@ def _centred(xp: Any, X: Array, centres: Array) -> Array:
     return xp.expand_dims(rows_last, axis=0) - xp.expand_dims(centres, axis=2)
 
 
-def _log_prob(xp: Any, X: Array, frame: _Frame, pairs: Pairs) -> tuple[Array, Array]:
-    """Features (F x n, or K x F x n) and weighted log-densities (K x n)."""
-    phi = _features(xp, _centred(xp, X, frame.centres), pairs)
+def _log_prob(
+    xp: Any, X: Array, frame: _Frame, pairs: Pairs, features: bool = True
+) -> tuple[Array | None, Array]:
+    """Features (F x n, or K x F x n; None unless ``features``) and weighted
+    log-densities (K x n)."""
+    z = _centred(xp, X, frame.centres)
+    if frame.whitening is not None:
+        y = frame.whitening @ (z - frame.offsets)
+        log_prob = frame.constants - 0.5 * xp.sum(y * y, axis=1)
+        return (_features(xp, z, pairs) if features else None), log_prob
+    phi = _features(xp, z, pairs)
     if phi.ndim == 2:
         return phi, frame.weights @ phi
     return phi, (xp.expand_dims(frame.weights, axis=1) @ phi)[:, 0, :]
@@ -284,14 +327,26 @@ class XpSource(RowSource):
         strategy: CovarianceStrategy,
         n_centres: int,
         work: np.dtype | None = None,
+        whitened: bool = False,
     ) -> int:
         """Largest temporary per row: features (and their parts) per centre,
+        and the differences and their whitened values (``whitened``),
         counted in the rows' dtype (twice as many for float32 rows worked on
         in float64, ``work``)."""
-        values = n_centres * (2 * self._n_expanded(strategy))
+        per_centre = self._n_expanded(strategy) + (self.n_features if whitened else 0)
+        values = 2 * n_centres * per_centre
         if work is not None:
             values *= max(1, np.dtype(work).itemsize // self.dtype.itemsize)
         return values
+
+    def _frame_values_per_row(
+        self, strategy: CovarianceStrategy, frame: _Frame, work: np.dtype
+    ) -> int:
+        """:meth:`_values_per_row` of an E-step or a prediction in ``frame``."""
+        n_centres = 1 if frame.centres.ndim == 1 else frame.shift.shape[0]
+        return self._values_per_row(
+            strategy, n_centres, work, whitened=frame.whitening is not None
+        )
 
     def _to_device(self, a: np.ndarray) -> Array:
         return self.xp.asarray(a, device=self.device)
@@ -424,20 +479,32 @@ class XpSource(RowSource):
         return Moments(total.weight, to_numpy(total.mean), to_numpy(total.squares))
 
     def _working_frame(
-        self, params: Params, strategy: CovarianceStrategy, exact: bool
+        self,
+        params: Params,
+        strategy: CovarianceStrategy,
+        exact: bool,
+        tolerances: dict[np.dtype, float] = _CONDITIONING_TOLERANCE,
     ) -> tuple[_Frame, np.dtype]:
-        """The frame of ``params`` and the dtype the rows are worked on in:
-        their own, or float64 for float32 rows whose features correlate so
-        much that float32 sums would lose a covariance's thinnest direction
-        (as the NumPy engine decides: :func:`gaussmix._em._sums_hold`)."""
-        frame = _frame(self.xp, self.device, self.dtype, params, strategy, exact)
-        if self.dtype == np.float64:
-            return frame, self.dtype
-        about_means = frame.centres.ndim == 2
-        if _sums_hold(self.dtype, params, strategy, about_means):
-            return frame, self.dtype
-        work = np.dtype(np.float64)
-        return _frame(self.xp, self.device, work, params, strategy, exact), work
+        """The frame of ``params`` and the dtype the rows are worked on in,
+        as the NumPy engine decides (:func:`gaussmix._em.e_step`): expanded
+        about the mixture's mean in the rows' dtype, else in float64
+        (:func:`_working_expansion`); else each component about its own
+        mean, in the rows' dtype unless float32 sums would lose a
+        covariance's thinnest direction there (:func:`_sums_hold`)."""
+        expansion = (
+            None
+            if exact
+            else _working_expansion(self.dtype, params, strategy, tolerances)
+        )
+        if expansion is not None:
+            frame = _expanded_frame(self.xp, self.device, expansion)
+            return frame, expansion.weights.dtype
+        work = self.dtype
+        if work != np.float64 and not _sums_hold(
+            work, params, strategy, about_means=True, tolerances=tolerances
+        ):
+            work = np.dtype(np.float64)
+        return _component_frame(self.xp, self.device, work, params, strategy), work
 
     def _cast(self, X: Array, work: np.dtype) -> Array:
         return X if work == self.dtype else self.xp.astype(X, self.xp.float64)
@@ -449,7 +516,6 @@ class XpSource(RowSource):
         frame, work = self._working_frame(params, strategy, exact)
         pairs = self._pairs(strategy)
         floor = _min_log_resp(work)
-        n_centres = 1 if frame.centres.ndim == 1 else params.means.shape[0]
 
         def chunk(rows: slice, X: Array, w: Array | None) -> _Partial:
             X = self._cast(X, work)
@@ -473,7 +539,7 @@ class XpSource(RowSource):
             )
 
         total = self._reduce(
-            self._values_per_row(strategy, n_centres, work), chunk, _Partial.add
+            self._frame_values_per_row(strategy, frame, work), chunk, _Partial.add
         )
         worst_row = int(to_numpy(total.worst_row))
         sample = self.take(np.array([worst_row]))[0][0].astype(np.float64)
@@ -490,19 +556,23 @@ class XpSource(RowSource):
     def resp_statistics(
         self, resp_of_rows: RespOfRows, shift: np.ndarray, strategy: CovarianceStrategy
     ) -> SufficientStatistics:
+        """Summed in float64 whatever the rows' dtype, as the NumPy engine
+        sums them (:func:`gaussmix._em.resp_statistics`)."""
         xp = self.xp
+        work = np.dtype(np.float64)
         shift_cast = shift.astype(self.dtype)
-        centres = self._to_device(shift_cast)
+        centres = self._to_device(shift_cast.astype(work))
         pairs = self._pairs(strategy)
 
         def chunk_sums(rows: slice, X: Array, w: Array | None) -> Array:
-            resp = self._to_device(resp_of_rows(rows).T.astype(self.dtype))
+            resp = self._to_device(resp_of_rows(rows).T.astype(work))
             if w is not None:
-                resp = resp * w
-            return _sums(xp, _features(xp, _centred(xp, X, centres), pairs), resp)
+                resp = resp * self._cast(w, work)
+            z = _centred(xp, self._cast(X, work), centres)
+            return _sums(xp, _features(xp, z, pairs), resp)
 
         sums = self._sum_over_chunks(
-            self._values_per_row(strategy, shift.shape[0]), chunk_sums
+            self._values_per_row(strategy, shift.shape[0], work), chunk_sums
         )
         return _statistics(
             sums, shift_cast.astype(np.float64), strategy, self.weight_sum()
@@ -534,23 +604,33 @@ class XpSource(RowSource):
         shift: np.ndarray,
         strategy: CovarianceStrategy,
     ) -> SufficientStatistics:
-        """Statistics of hard labels, each row about its own component's shift."""
+        """Statistics of hard labels, each row about its own component's shift.
+
+        The labels are taken in the rows' dtype; the statistics are summed
+        in float64 whatever it is, as the NumPy engine sums them
+        (:func:`gaussmix._em.label_statistics`): float32 sums lost the
+        thinnest direction of a start's covariance whose features correlate.
+        """
         xp = self.xp
+        work = np.dtype(np.float64)
         n_components = shift.shape[0]
         shift_cast = shift.astype(self.dtype)
         centres = self._to_device(shift_cast)
+        centres64 = self._to_device(shift_cast.astype(work))
         pairs = self._pairs(strategy)
 
         def chunk_sums(rows: slice, X: Array, w: Array | None) -> Array:
             labels = labels_of(rows, X, centres)
-            resp = _one_hot(xp, labels, n_components, X.dtype)
+            resp = _one_hot(xp, labels, n_components, xp.float64)
             if w is not None:
-                resp = resp * w
-            own = xp.take(centres, xp.where(labels < 0, 0, labels), axis=0)
-            return _sums(xp, _features(xp, xp.matrix_transpose(X - own), pairs), resp)
+                resp = resp * self._cast(w, work)
+            own = xp.take(centres64, xp.where(labels < 0, 0, labels), axis=0)
+            z = xp.matrix_transpose(self._cast(X, work) - own)
+            return _sums(xp, _features(xp, z, pairs), resp)
 
         values_per_row = max(
-            self._values_per_row(strategy, 1), n_components * self.n_features
+            self._values_per_row(strategy, 1, work),
+            n_components * self.n_features,
         )
         sums = self._sum_over_chunks(values_per_row, chunk_sums)
         return _statistics(
@@ -566,14 +646,21 @@ class XpSource(RowSource):
     ) -> Array:
         """``result(weighted log-densities, K x n)`` of every chunk, concatenated."""
         xp = self.xp
-        frame, work = self._working_frame(params, strategy, exact=False)
+        frame, work = self._working_frame(
+            params, strategy, exact=False, tolerances=_PREDICTION_TOLERANCE
+        )
         pairs = self._pairs(strategy)
-        n_centres = 1 if frame.centres.ndim == 1 else params.means.shape[0]
         parts = [
             result(
-                _log_prob(xp, self._cast(self._rows(rows)[0], work), frame, pairs)[1]
+                _log_prob(
+                    xp,
+                    self._cast(self._rows(rows)[0], work),
+                    frame,
+                    pairs,
+                    features=False,
+                )[1]
             )
-            for rows in self._chunks(self._values_per_row(strategy, n_centres, work))
+            for rows in self._chunks(self._frame_values_per_row(strategy, frame, work))
         ]
         out = xp.concat(parts, axis=0)
         if work != self.dtype and xp.isdtype(out.dtype, "real floating"):
