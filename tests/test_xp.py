@@ -14,7 +14,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 torch = pytest.importorskip("torch")
 pytest.importorskip("array_api_compat")
 
-from gaussmix import DegenerateDataWarning, GaussianMixture, _em, _init  # noqa: E402
+from gaussmix import DegenerateDataWarning, GaussianMixture, _em, _init, _xp  # noqa: E402
 from gaussmix._covariance import get_covariance  # noqa: E402
 from gaussmix._em import _expansion  # noqa: E402
 from gaussmix._source import ArraySource  # noqa: E402
@@ -86,6 +86,14 @@ def _far_apart(n_per_cluster: int = 300) -> np.ndarray:
     X = rng.standard_normal((2 * n_per_cluster, 2))
     X[n_per_cluster:] += 1e5
     return X
+
+
+@pytest.fixture(autouse=True)
+def array_api_path_on_the_cpu(monkeypatch):
+    """The tests here run the array API path (XpSource) on torch's CPU
+    device too, where by default the NumPy engine takes CPU tensors (see
+    the tests of that at the end)."""
+    monkeypatch.setattr(_xp, "_NUMPY_ON_CPU", False)
 
 
 @pytest.fixture(scope="module")
@@ -757,3 +765,77 @@ def test_device_kmeans_warns_as_sklearn_on_duplicated_points(device):
         reference = KMeans(3, n_init=1, random_state=np.random.RandomState(0)).fit(X)
     assert str(ours[0].message) == str(theirs[0].message)
     np.testing.assert_array_equal(labels.cpu().numpy(), reference.labels_)
+
+
+# ------------------------------------------- CPU tensors, the NumPy engine
+@pytest.fixture
+def numpy_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(_xp, "_NUMPY_ON_CPU", True)
+
+
+@pytest.mark.usefixtures("numpy_on_the_cpu")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_cpu_tensors_go_to_the_numpy_engine(blobs_xp, covariance_type, dtype):
+    """A CPU tensor is fitted by the NumPy engine over a view of its memory
+    (no copy): the NumPy fit bit for bit, and outputs as tensors of the
+    input's dtype."""
+    X = blobs_xp.astype(dtype)
+    tensor = torch.from_numpy(X.copy())
+    weights = np.random.default_rng(0).uniform(0.5, 2.0, X.shape[0])
+    source = _xp.fit_source(GaussianMixture(), tensor, weights)
+    assert isinstance(source, ArraySource)
+    assert np.shares_memory(source.X, tensor.numpy())
+    kwargs = dict(covariance_type=covariance_type, random_state=0)
+    ours = GaussianMixture(3, **kwargs).fit(tensor, sample_weight=weights)
+    reference = GaussianMixture(3, **kwargs).fit(X, sample_weight=weights)
+    for name in FITTED:
+        np.testing.assert_array_equal(getattr(ours, name), getattr(reference, name))
+    assert ours.lower_bound_ == reference.lower_bound_
+    outputs = {
+        "predict": (ours.predict(tensor), reference.predict(X), torch.int64),
+        "predict_proba": (ours.predict_proba(tensor), reference.predict_proba(X), None),
+        "score_samples": (ours.score_samples(tensor), reference.score_samples(X), None),
+    }
+    for name, (got, want, dtype_wanted) in outputs.items():
+        assert isinstance(got, torch.Tensor), name
+        assert got.device.type == "cpu", name
+        assert got.dtype == (dtype_wanted or tensor.dtype), name
+        np.testing.assert_array_equal(got.numpy(), want, err_msg=name)
+    # The mean of the scores, taken by torch, adds them in its own order.
+    rel = 8 * float(np.finfo(dtype).eps)
+    assert ours.score(tensor) == pytest.approx(reference.score(X), rel=rel)
+
+
+@pytest.mark.usefixtures("numpy_on_the_cpu")
+def test_cpu_tensors_of_every_kind_are_read_in_place():
+    """Strided, integer and grad-tracking CPU tensors take the NumPy
+    engine too (the last two through the copy their checks make), with
+    the answer of the same values as a NumPy array."""
+    X = make_elliptical_blobs(400, 2, 3, random_state=0)[0]
+    reference = GaussianMixture(2, random_state=0).fit(X)
+    strided = torch.from_numpy(np.ascontiguousarray(X.T)).T
+    grad = torch.from_numpy(X.copy()).requires_grad_(True)
+    for tensor in (strided, grad):
+        ours = GaussianMixture(2, random_state=0).fit(tensor)
+        assert isinstance(_xp.fit_source(GaussianMixture(), tensor, None), ArraySource)
+        assert ours.lower_bound_ == reference.lower_bound_
+        assert isinstance(ours.predict(tensor), torch.Tensor)
+    integers = torch.from_numpy(np.rint(X * 10).astype(np.int64))
+    ours = GaussianMixture(2, random_state=0).fit(integers)
+    theirs = GaussianMixture(2, random_state=0).fit(np.rint(X * 10))
+    assert ours.lower_bound_ == theirs.lower_bound_
+
+
+@pytest.mark.usefixtures("numpy_on_the_cpu")
+@pytest.mark.parametrize("action", ["fit", "score_samples"])
+def test_cpu_tensors_with_nan_say_so(blobs_xp, action):
+    """The NumPy engine's path keeps the array API path's clear errors."""
+    X = blobs_xp.copy()
+    model = GaussianMixture(2, random_state=0).fit(X)
+    X[5, 1] = np.nan
+    with pytest.raises(ValueError, match="contains NaN"):
+        getattr(model, action)(torch.from_numpy(X))
+    X[5, 1] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        getattr(model, action)(torch.from_numpy(X))
