@@ -146,7 +146,8 @@ def test_the_expansion_noise_is_worked_out_once_per_parameters(monkeypatch):
     """A float32 fit asks for each iteration's noise twice (the convergence
     check, then the E-step) and a source of several blocks once per block;
     it is computed once, and parameters changed in place are not taken for
-    the ones kept."""
+    the ones kept. (The quicker bound is switched off here, so that every
+    E-step asks for the noise itself.)"""
     strategy = get_covariance("full")
     computed = []
     expansion_error = type(strategy).expansion_error
@@ -156,6 +157,9 @@ def test_the_expansion_noise_is_worked_out_once_per_parameters(monkeypatch):
         return expansion_error(self, means, prec_chol, centre)
 
     monkeypatch.setattr(type(strategy), "expansion_error", counted)
+    monkeypatch.setattr(
+        type(strategy), "expansion_error_bound", lambda *_: float("inf")
+    )
     X = np.random.default_rng(0).normal(size=(3000, 3)).astype(np.float32)
     X[1000:2000] += 6.0
     params = start_params(X.astype(np.float64), 3, "full")
@@ -182,6 +186,99 @@ def test_the_expansion_noise_is_worked_out_once_per_parameters(monkeypatch):
     assert moved > 10 * noise
     monkeypatch.setattr(_em, "_noise_memo", _em._NoiseMemo())  # nothing kept
     assert _em._expansion_noise(np.dtype(np.float32), fitted, strategy) == moved
+
+
+def _random_factors(rng, k, d, covariance_type):
+    """Precision Cholesky factors of random covariances, some of them close
+    to rank one (one direction far thinner than the others)."""
+    strategy = get_covariance(covariance_type)
+    dense = []
+    for _ in range(k):
+        basis = np.linalg.qr(rng.standard_normal((d, d)))[0]
+        scales = 10.0 ** rng.uniform(-4, 2, size=d)
+        if rng.random() < 0.5:
+            scales[1:] = scales[0] * 10.0 ** rng.uniform(3, 6, size=d - 1)
+        dense.append((basis * scales) @ basis.T)
+    dense = np.array(dense)
+    covariances = {
+        "full": dense,
+        "tied": dense[0],
+        "diag": np.diagonal(dense, axis1=1, axis2=2).copy(),
+        "spherical": np.diagonal(dense, axis1=1, axis2=2).mean(axis=1),
+    }[covariance_type]
+    return covariances, strategy.precision_cholesky(covariances)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_the_expansion_errors_quicker_bound_is_an_upper_bound(covariance_type):
+    """For random components (some nearly of rank one, where the Frobenius
+    and spectral norms meet), the bound is never below the error, and
+    within D times it."""
+    strategy = get_covariance(covariance_type)
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        k, d = int(rng.integers(1, 6)), int(rng.integers(1, 7))
+        _, prec_chol = _random_factors(rng, k, d, covariance_type)
+        means = rng.normal(scale=10.0 ** rng.uniform(-3, 4), size=(k, d))
+        centre = rng.normal(size=d)
+        error = strategy.expansion_error(means, prec_chol, centre)
+        bound = strategy.expansion_error_bound(means, prec_chol, centre)
+        assert error <= bound * _em._BOUND_MARGIN, trial
+        assert bound <= d * error * (1 + 1e-12), trial
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_the_quicker_bound_decides_as_the_expansion_error_does(
+    monkeypatch, covariance_type, dtype
+):
+    """Whether the expansion is used is the same decision as comparing the
+    error itself with the tolerance, near the tolerance too; the spectral
+    norms (full, tied) are worked out only where the bound does not settle
+    it (for diag and spherical the bound is the error)."""
+    strategy = get_covariance(covariance_type)
+    dtype = np.dtype(dtype)
+    eps = float(np.finfo(dtype).eps)
+    tolerance = _em._EXPANSION_TOLERANCE[dtype]
+    exact = []
+    expansion_error = type(strategy).expansion_error
+
+    def counted(self, means, prec_chol, centre):
+        exact.append(None)
+        return expansion_error(self, means, prec_chol, centre)
+
+    monkeypatch.setattr(type(strategy), "expansion_error", counted)
+    monkeypatch.setattr(_em, "_noise_memo", _em._NoiseMemo())
+    rng = np.random.default_rng(1)
+    decided_by_bound = 0
+    outcomes = []
+    for trial in range(200):
+        k, d = int(rng.integers(2, 5)), int(rng.integers(1, 5))
+        covariances, prec_chol = _random_factors(rng, k, d, covariance_type)
+        weights = rng.dirichlet(np.ones(k))
+        means = rng.normal(size=(k, d))
+        centre = (weights @ means).astype(dtype).astype(np.float64)
+        # Scale the offsets so that the error lands near the tolerance.
+        error = expansion_error(strategy, means, prec_chol, centre)
+        if trial % 2:
+            ratio = 10.0 ** rng.uniform(-2, 2)
+        else:
+            ratio = 1.0 + rng.uniform(-3, 3) * 1e-6
+        means = centre + (means - centre) * np.sqrt(ratio * tolerance / (eps * error))
+        params = Params(weights, means, covariances, prec_chol)
+        centre = (weights @ means).astype(dtype).astype(np.float64)
+        error = expansion_error(strategy, means, prec_chol, centre)
+        expected = eps * error <= tolerance
+        exact.clear()
+        assert _em._expansion_holds(dtype, params, strategy, centre) == expected, trial
+        decided_by_bound += not exact
+        outcomes.append(expected)
+    # Both decisions, near the tolerance and far from it.
+    assert 40 < sum(outcomes) < len(outcomes) - 40
+    if covariance_type in ("full", "tied"):
+        # Half the trials lie far from the tolerance: the bound settles
+        # those below it without the spectral norms.
+        assert decided_by_bound > 40
 
 
 def _anisotropic_mixture(n, d, k, seed=0):

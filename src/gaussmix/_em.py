@@ -178,6 +178,12 @@ _EXPANSION_TOLERANCE = {
     np.dtype(np.float32): 2.0**-8,
 }
 
+# The quicker bound on the expansion's error (see _expansion_holds) is
+# taken this much larger, so that its rounding never passes an expansion
+# that the error itself would not: where a factor is nearly of rank one,
+# its Frobenius and spectral norms agree to the last digits.
+_BOUND_MARGIN = 1.0 + 2.0**-20
+
 # The expanded E-step is used where ``eps * conditioning`` (see
 # CovarianceStrategy.conditioning) stays within this: sums of products lose
 # a covariance's thinnest direction as its features correlate, and the
@@ -335,7 +341,7 @@ def _expansion(
     """The expanded form of ``params``, or None if it would lose digits."""
     centre = (params.weights @ params.means).astype(dtype)
     centre64 = centre.astype(np.float64)
-    if not _expansion_noise(dtype, params, strategy) <= _EXPANSION_TOLERANCE[dtype]:
+    if not _expansion_holds(dtype, params, strategy, centre64):
         return None
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         log_weights = np.log(params.weights)
@@ -353,6 +359,29 @@ def _expansion(
         strategy.n_quadratic(n_features),
         (np.ascontiguousarray(first, np.intp), np.ascontiguousarray(second, np.intp)),
     )
+
+
+def _expansion_holds(
+    dtype: np.dtype, params: Params, strategy: CovarianceStrategy, centre: Array
+) -> bool:
+    """Whether ``eps * expansion_error`` is within ``_EXPANSION_TOLERANCE``
+    (``centre``: the mixture's mean in ``dtype``, as float64).
+
+    Decided by the strategy's quicker upper bound where that is within it
+    (with ``_BOUND_MARGIN`` for its rounding), else by the error itself
+    (:func:`_expansion_noise`): the same decision either way. The bound
+    settles it for all but components hundreds of their smallest standard
+    deviations from the centre, and saves full covariances' spectral norms
+    each E-step (25-30 us of a 300 us iteration on Old Faithful).
+    """
+    tolerance = _EXPANSION_TOLERANCE[dtype]
+    with np.errstate(over="ignore", invalid="ignore"):
+        bound = strategy.expansion_error_bound(
+            params.means, params.precisions_cholesky, centre
+        )
+    if float(np.finfo(dtype).eps) * bound * _BOUND_MARGIN <= tolerance:
+        return True
+    return _expansion_noise(dtype, params, strategy) <= tolerance
 
 
 def _working_expansion(
