@@ -91,16 +91,21 @@ def _precision_cholesky_factors(covariances: Array) -> Array:
             except np.linalg.LinAlgError:
                 break  # a zero diagonal: it fails below, after any before it
     trtri = _TRTRI[chol.dtype.char]
-    out = np.empty_like(covariances)
+    out = np.zeros_like(covariances)
     good = np.all(np.diagonal(chol, axis1=-2, axis2=-1) > 0, axis=-1)
     for k in range(covariances.shape[0]):
-        if good[k]:
-            inverse, info = trtri(chol[k], lower=1)
-            if info == 0 and np.isfinite(inverse).all():
-                out[k] = inverse.T
-                continue
+        if not good[k]:
+            break
+        inverse, info = trtri(chol[k], lower=1)
+        if info != 0:
+            good[k] = False
+            break
+        out[k] = inverse.T
+    # One check of every factor, not one per component.
+    good &= np.isfinite(out).all(axis=(1, 2))
+    if not good.all():
         singular = np.linalg.LinAlgError("covariance is singular")
-        singular.component = k  # type: ignore[attr-defined]
+        singular.component = int(np.argmin(good))  # type: ignore[attr-defined]
         raise singular
     return out
 
@@ -120,6 +125,21 @@ def _upper_pairs(n_features: int) -> tuple[Array, Array]:
     for index in pairs:
         index.flags.writeable = False
     return pairs
+
+
+@functools.cache
+def _upper_weights(n_features: int) -> tuple[Array, Array]:
+    """For :meth:`_DenseMixin._expanded_from_factors`: the upper triangle's
+    flat indices into a D x D matrix (in :func:`_upper_pairs`' order), and
+    each quadratic feature's coefficient (-1/2 on the diagonal, -1 off it:
+    ``-1/2 z^T P z`` counts each pair twice). Read-only, made once per size.
+    """
+    upper_i, upper_j = _upper_pairs(n_features)
+    flat = upper_i * n_features + upper_j
+    coefficients = -0.5 * np.where(upper_i == upper_j, 1.0, 2.0)
+    for array in (flat, coefficients):
+        array.flags.writeable = False
+    return flat, coefficients
 
 
 # LAPACK's inverse of a triangular matrix, by dtype character.
@@ -409,12 +429,12 @@ class _DenseMixin:
         whitened = np.matmul(offsets[:, None, :], factors)[:, 0, :]  # a^T L
         precision_offsets = np.matmul(factors, whitened[:, :, None])[:, :, 0]  # P a
         precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
-        upper_i, upper_j = _upper_pairs(n_features)
-        doubled = np.where(upper_i == upper_j, 1.0, 2.0)
+        flat, coefficients = _upper_weights(n_features)
         log_det = np.sum(np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1)
         quadratic = self.n_quadratic(n_features)
         weights = np.empty((n_components, quadratic + n_features + 1))
-        weights[:, :quadratic] = -0.5 * doubled * precisions[:, upper_i, upper_j]
+        upper = np.take(precisions.reshape(n_components, -1), flat, axis=1)
+        np.multiply(coefficients, upper, out=weights[:, :quadratic])
         weights[:, quadratic:-1] = precision_offsets
         weights[:, -1] = (
             log_weights
