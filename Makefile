@@ -38,6 +38,7 @@ lint: $(VENV)/.installed
 # Side-by-side timings against scikit-learn (minutes; not part of the tests).
 bench: $(VENV)/.installed-torch
 	$(BIN)/python benchmarks/bench_em.py
+	$(BIN)/python benchmarks/bench_small.py
 	$(BIN)/python benchmarks/bench_torch.py
 
 clean:
