@@ -423,7 +423,8 @@ class _DenseMixin:
     def _expanded_from_factors(
         self, log_weights: Array, means: Array, factors: Array, centre: Array
     ) -> Array:
-        """Shared by full and tied: ``factors`` is K x D x D (upper ``L_k``)."""
+        """Shared by full and tied: ``factors`` is K x D x D (upper ``L_k``),
+        or 1 x D x D for one factor shared by all."""
         n_components, n_features = means.shape
         offsets = means - centre
         whitened = np.matmul(offsets[:, None, :], factors)[:, 0, :]  # a^T L
@@ -433,7 +434,7 @@ class _DenseMixin:
         log_det = np.sum(np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1)
         quadratic = self.n_quadratic(n_features)
         weights = np.empty((n_components, quadratic + n_features + 1))
-        upper = np.take(precisions.reshape(n_components, -1), flat, axis=1)
+        upper = np.take(precisions.reshape(precisions.shape[0], -1), flat, axis=1)
         np.multiply(coefficients, upper, out=weights[:, :quadratic])
         weights[:, quadratic:-1] = precision_offsets
         weights[:, -1] = (
@@ -697,15 +698,15 @@ class TiedCovariance(_DenseMixin, CovarianceStrategy):
     def expanded_weights(
         self, log_weights: Array, means: Array, prec_chol: Array, centre: Array
     ) -> Array:
-        factors = np.broadcast_to(prec_chol, (means.shape[0], *prec_chol.shape))
-        return self._expanded_from_factors(log_weights, means, factors, centre)
+        # The one factor broadcast by matmul: one precision, not K copies.
+        return self._expanded_from_factors(log_weights, means, prec_chol[None], centre)
 
     def expansion_error(self, means: Array, prec_chol: Array, centre: Array) -> float:
         return self._factor_error(means, prec_chol[None], centre)
 
     def covariances(self, centred: Array, counts: Array, reg_covar: float) -> Array:
         cov = centred.sum(axis=0) / counts.sum()
-        cov[np.diag_indices_from(cov)] += reg_covar
+        cov[np.diag_indices(cov.shape[0])] += reg_covar
         return cov
 
     def variances(self, covariances: Array) -> Array:
