@@ -282,7 +282,9 @@ def float32_check(
     )
 
 
-def whole_fit(X: np.ndarray, case: Case, repeats: int) -> dict[str, Any]:
+def whole_fit(
+    X: np.ndarray, case: Case, repeats: int, random_state: int = 0
+) -> dict[str, Any]:
     """Default fits (k-means initialisation, tol=1e-3) of both libraries."""
     best: dict[str, float] = {}
     models: dict[str, Any] = {}
@@ -295,7 +297,7 @@ def whole_fit(X: np.ndarray, case: Case, repeats: int) -> dict[str, Any]:
                 lambda cls=cls: cls(
                     case.n_components,
                     covariance_type=case.covariance_type,
-                    random_state=0,
+                    random_state=random_state,
                 ).fit(X)
             )
             best[name] = min(best.get(name, np.inf), seconds)

@@ -26,16 +26,17 @@ Run ``python benchmarks/bench_small.py`` (about two minutes), or
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import platform
-import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+import bench_em
 import numpy as np
 import sklearn
+from bench_em import Case, timed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
@@ -49,11 +50,18 @@ COMPONENTS = (2, 3, 5)
 SHORT, LONG = 5, 305
 
 
-def timed(fit: Callable[[], Any]) -> tuple[float, Any]:
-    gc.collect()
-    began = time.perf_counter()
-    model = fit()
-    return time.perf_counter() - began, model
+def alternate(
+    fits: dict[Any, Callable[[], Any]], repeats: int
+) -> tuple[dict[Any, float], dict[Any, Any]]:
+    """Each of ``fits`` in turn, ``repeats`` times: the least seconds of
+    each, and what each returned last."""
+    best: dict[Any, float] = {}
+    results: dict[Any, Any] = {}
+    for _ in range(repeats):
+        for name, fit in fits.items():
+            seconds, results[name] = timed(fit)
+            best[name] = min(best.get(name, np.inf), seconds)
+    return best, results
 
 
 def start(X: np.ndarray, k: int, covariance_type: str) -> dict[str, Any]:
@@ -75,31 +83,32 @@ def start(X: np.ndarray, k: int, covariance_type: str) -> dict[str, Any]:
 
 def per_iteration(X: np.ndarray, k: int, covariance_type: str, repeats: int) -> dict:
     init = start(X, k, covariance_type)
-    times: dict[str, dict[int, float]] = {"sklearn": {}, "gaussmix": {}}
-    models: dict[str, Any] = {}
-    for _ in range(repeats):
-        for n_iter in (SHORT, LONG):
-            for name, cls in (
-                ("sklearn", SkGaussianMixture),
-                ("gaussmix", GaussianMixture),
-            ):
-                seconds, model = timed(
-                    lambda cls=cls, n_iter=n_iter: cls(
-                        k,
-                        covariance_type=covariance_type,
-                        tol=0.0,
-                        max_iter=n_iter,
-                        random_state=0,
-                        **init,
-                    ).fit(X)
-                )
-                best = times[name].get(n_iter, np.inf)
-                times[name][n_iter] = min(best, seconds)
-                models[name] = model
+
+    def fit(cls: type, n_iter: int) -> Callable[[], Any]:
+        return lambda: cls(
+            k,
+            covariance_type=covariance_type,
+            tol=0.0,
+            max_iter=n_iter,
+            random_state=0,
+            **init,
+        ).fit(X)
+
+    libraries = {"sklearn": SkGaussianMixture, "gaussmix": GaussianMixture}
+    best, models = alternate(
+        {
+            (name, n_iter): fit(cls, n_iter)
+            for n_iter in (SHORT, LONG)
+            for name, cls in libraries.items()
+        },
+        repeats,
+    )
     per_iter = {
-        name: (t[LONG] - t[SHORT]) / (LONG - SHORT) for name, t in times.items()
+        name: (best[name, LONG] - best[name, SHORT]) / (LONG - SHORT)
+        for name in libraries
     }
-    ours, theirs = models["gaussmix"].lower_bound_, models["sklearn"].lower_bound_
+    ours = models["gaussmix", LONG].lower_bound_
+    theirs = models["sklearn", LONG].lower_bound_
     return dict(
         sklearn=per_iter["sklearn"],
         gaussmix=per_iter["gaussmix"],
@@ -109,30 +118,11 @@ def per_iteration(X: np.ndarray, k: int, covariance_type: str, repeats: int) -> 
 
 
 def whole_fit(X: np.ndarray, k: int, covariance_type: str, repeats: int) -> dict:
-    best: dict[str, float] = {}
-    models: dict[str, Any] = {}
-    for _ in range(repeats):
-        for name, cls in (
-            ("sklearn", SkGaussianMixture),
-            ("gaussmix", GaussianMixture),
-        ):
-            seconds, model = timed(
-                lambda cls=cls: cls(
-                    k, covariance_type=covariance_type, random_state=42
-                ).fit(X)
-            )
-            best[name] = min(best.get(name, np.inf), seconds)
-            models[name] = model
-    return dict(
-        sklearn=best["sklearn"],
-        gaussmix=best["gaussmix"],
-        ratio=best["sklearn"] / best["gaussmix"],
-        n_iter=(models["gaussmix"].n_iter_, models["sklearn"].n_iter_),
-        lower_bound=abs(
-            models["gaussmix"].lower_bound_ - models["sklearn"].lower_bound_
-        )
-        / abs(models["sklearn"].lower_bound_),
-    )
+    """The tutorial's call, ``random_state=42``, in both libraries."""
+    case = Case("faithful", X.shape[0], X.shape[1], k, covariance_type, 1.0)
+    result = bench_em.whole_fit(X, case, repeats, random_state=42)
+    ours, theirs = result["lower_bound"]
+    return dict(result, lower_bound=abs(ours - theirs) / abs(theirs))
 
 
 # A covariance whose smallest eigenvalue is within this many times reg_covar
@@ -175,16 +165,20 @@ def sklearn_selection(X: np.ndarray) -> dict[str, tuple[str, int]]:
 
 
 def selection(X: np.ndarray, repeats: int) -> dict:
-    best: dict[str, float] = {}
-    chosen: dict[str, Any] = {}
-    for _ in range(repeats):
-        seconds, chosen["sklearn"] = timed(lambda: sklearn_selection(X))
-        best["sklearn"] = min(best.get("sklearn", np.inf), seconds)
-        seconds, model = timed(lambda: GaussianMixtureIC(random_state=0).fit(X))
-        best["gaussmix"] = min(best.get("gaussmix", np.inf), seconds)
-        params = model.best_params_
-        chosen["gaussmix"] = (params["covariance_type"], params["n_components"])
-        chosen["singular"] = int(np.sum(model.criteria_["singular"]))
+    best, results = alternate(
+        {
+            "sklearn": partial(sklearn_selection, X),
+            "gaussmix": partial(GaussianMixtureIC(random_state=0).fit, X),
+        },
+        repeats,
+    )
+    model = results["gaussmix"]
+    params = model.best_params_
+    chosen = dict(
+        sklearn=results["sklearn"],
+        gaussmix=(params["covariance_type"], params["n_components"]),
+        singular=int(np.sum(model.criteria_["singular"])),
+    )
     return dict(
         sklearn=best["sklearn"],
         gaussmix=best["gaussmix"],
