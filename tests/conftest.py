@@ -16,3 +16,16 @@ def blobs() -> np.ndarray:
     """600 points in 3-D from 3 elongated, rotated clusters."""
     X, _ = make_elliptical_blobs(600, 3, 3, random_state=7)
     return X
+
+
+@pytest.fixture(params=["by size", "expanded"])
+def e_step_form(request, monkeypatch) -> str:
+    """Both forms a fit of few rows may take its E-steps in: as the engine
+    chooses by size (exact, per-component differences, for so few rows:
+    ``gaussmix._em.exact_is_cheaper``), and expanded wherever the expansion
+    holds, as on more rows."""
+    if request.param == "expanded":
+        from gaussmix import _em
+
+        monkeypatch.setattr(_em, "_EXACT_CHEAPER", 0)
+    return request.param

@@ -70,7 +70,9 @@ def _m_step(stats, strategy, dtype=np.float64):
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_expanded_e_step_equals_exact_e_step(blobs, covariance_type):
+def test_expanded_e_step_equals_exact_e_step(monkeypatch, blobs, covariance_type):
+    # Expanded log-densities below, though the rows are few.
+    monkeypatch.setattr(_em, "_EXACT_CHEAPER", 0)
     strategy = get_covariance(covariance_type)
     params = _rough_params(blobs, covariance_type)
     assert _em._expansion(blobs.dtype, params, strategy) is not None
@@ -427,7 +429,7 @@ def test_logsumexp_of_rows_equals_scipy_and_leaves_its_input(
 
 
 @pytest.mark.parametrize("distance", [1e2, 2e3, 1e4])
-def test_far_apart_clusters_fit_like_sklearn(distance):
+def test_far_apart_clusters_fit_like_sklearn(distance, e_step_form):
     """2e3 is just inside the expanded E-step's limit, 1e4 just outside;
     both must give scikit-learn's full-covariance fit (which uses
     per-component differences throughout; its other types lose digits on
@@ -853,6 +855,93 @@ def test_small_expanded_chunks_run_on_one_thread(monkeypatch):
         with pytest.warns(ConvergenceWarning):  # stopped early, on purpose
             model.fit(X)
         assert seen and all(workers == expected for workers in seen), (X.shape, k)
+
+
+def test_small_exact_chunks_run_on_one_thread(monkeypatch):
+    """The exact E-step's chunks are shared among threads by the same rule as
+    the expanded one's, on the same measure of work; either way its sums are
+    the same bit for bit (folded in chunk order)."""
+    seen = []
+    original, rule = _em.reduce_chunks, _em._exact_workers
+
+    def spy(make_state, process, chunks, add, n_workers=None):
+        seen.append(n_workers)
+        return original(make_state, process, chunks, add, n_workers=n_workers)
+
+    monkeypatch.setattr(_em, "reduce_chunks", spy)
+    rng = np.random.default_rng(0)
+    strategy = get_covariance("full")
+    for n, d, k, expected in ((30_000, 2, 3, 1), (6_000, 48, 24, None)):
+        X = rng.normal(size=(n, d))
+        covariances = np.repeat(np.eye(d)[None], k, axis=0)
+        params = Params(
+            np.full(k, 1.0 / k),
+            X[:k].copy(),
+            covariances,
+            strategy.precision_cholesky(covariances),
+        )
+        seen.clear()
+        stats = e_step(X, None, params, strategy, exact=True)
+        assert seen == [expected], (n, d, k)
+        swapped = 2 if expected == 1 else 1
+        monkeypatch.setattr(_em, "_exact_workers", lambda *_, w=swapped: w)
+        other = e_step(X, None, params, strategy, exact=True)
+        monkeypatch.setattr(_em, "_exact_workers", rule)
+        assert seen[-1] == swapped
+        for name in ("resp_sum", "diff_sum", "scatter", "loglik_sum"):
+            np.testing.assert_array_equal(getattr(stats, name), getattr(other, name))
+
+
+def _e_step_forms(monkeypatch, X, k, **kwargs):
+    """A fit of ``X`` from a fixed start and the forms of its E-steps: "x"
+    exact, "." expanded."""
+    import gaussmix._source as source_module
+
+    steps = []
+    real_step = source_module.e_step
+
+    def recorded_step(X, weights, params, strategy, chunk_size=None, exact=False):
+        steps.append("x" if exact else ".")
+        return real_step(X, weights, params, strategy, chunk_size, exact)
+
+    monkeypatch.setattr(source_module, "e_step", recorded_step)
+    model = GaussianMixture(k, tol=1e-10, max_iter=300, **kwargs).fit(X)
+    monkeypatch.setattr(source_module, "e_step", real_step)
+    return model, "".join(steps)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_few_rows_take_exact_e_steps_from_the_first(
+    monkeypatch, faithful, covariance_type
+):
+    """On few rows the exact E-step is the quicker (the expansion's fixed
+    costs outweigh it): a fit of Old Faithful takes it from the first
+    E-step, gives scikit-learn's fit from the same start, and the expanded
+    fit's to rounding; more rows (or components) are expanded."""
+    k = 3
+    assert _em.exact_is_cheaper(len(faithful), k)
+    init = start_params(faithful, k, covariance_type)
+    kwargs = dict(covariance_type=covariance_type, **init)
+    exact, forms = _e_step_forms(monkeypatch, faithful, k, **kwargs)
+    assert forms == "x" * len(forms) and exact.converged_
+    theirs = SkGaussianMixture(k, tol=1e-10, max_iter=300, **kwargs).fit(faithful)
+    np.testing.assert_allclose(exact.lower_bound_, theirs.lower_bound_, rtol=1e-12)
+    monkeypatch.setattr(_em, "_EXACT_CHEAPER", 0)
+    expanded, forms = _e_step_forms(monkeypatch, faithful, k, **kwargs)
+    assert forms == "." * len(forms)
+    assert expanded.n_iter_ == exact.n_iter_
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(
+            getattr(exact, name), getattr(expanded, name), rtol=1e-10, err_msg=name
+        )
+    monkeypatch.undo()
+    more = np.vstack([faithful] * 3)
+    assert not _em.exact_is_cheaper(len(more), k)
+    _, forms = _e_step_forms(monkeypatch, more, k, **kwargs)
+    assert forms.startswith("...")
+    # Chunks of rows (Dask, files) are expanded whatever their size.
+    _, forms = _e_step_forms(monkeypatch, Chunks([faithful[:136], faithful[136:]]), k)
+    assert forms.startswith("...")
 
 
 def test_expanded_chunks_keep_buffers_a_small_share_of_the_data():

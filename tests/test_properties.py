@@ -108,7 +108,7 @@ def test_invariant_to_component_permutation(blobs, covariance_type):
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_exact_far_from_the_origin(blobs, covariance_type):
+def test_exact_far_from_the_origin(blobs, covariance_type, e_step_form):
     offset = 1e6
     near = _fit(blobs, covariance_type)
     init = start_params(blobs, 3, covariance_type)
@@ -139,7 +139,7 @@ def test_exact_far_from_the_origin(blobs, covariance_type):
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_float32_stays_float32_and_accurate(blobs, covariance_type):
+def test_float32_stays_float32_and_accurate(blobs, covariance_type, e_step_form):
     X32 = blobs.astype(np.float32)
     init = start_params(blobs, 3, covariance_type)
     kwargs = dict(covariance_type=covariance_type, tol=1e-6, max_iter=1000)
@@ -159,7 +159,7 @@ def test_float32_stays_float32_and_accurate(blobs, covariance_type):
     np.testing.assert_allclose(m32.lower_bound_, m64.lower_bound_, rtol=1e-5)
 
 
-def test_float32_far_from_origin_keeps_accuracy(blobs):
+def test_float32_far_from_origin_keeps_accuracy(blobs, e_step_form):
     offset = np.float32(1000.0)
     # tol=1e-6: the lower bound (about -5) cannot resolve 1e-8 in float32;
     # fits then end in a limit cycle at the last bits.
@@ -237,7 +237,7 @@ def _random_problem(seed):
 # the exact E-step), 178 and 190 (correlated features summed in float32);
 # and five of the many that were not.
 @pytest.mark.parametrize("seed", [16, 57, 79, 178, 190, 1, 2, 3, 5, 8])
-def test_float32_fits_of_random_problems_track_float64(seed):
+def test_float32_fits_of_random_problems_track_float64(seed, e_step_form):
     X32, covariance_type, k, init, n_iter = _random_problem(seed)
     kwargs = dict(covariance_type=covariance_type, max_iter=n_iter, tol=0, **init)
     with warnings.catch_warnings():

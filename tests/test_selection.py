@@ -8,7 +8,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from gaussmix import EMHistory, GaussianMixture, GaussianMixtureIC
-from gaussmix._selection import icl
+from gaussmix._selection import _criteria, icl
 
 # Published mclust results for Old Faithful (mclust vignette, "A quick tour of
 # mclust", and ?icl): BIC and ICL in mclust's sign (higher is better); ours is
@@ -122,6 +122,25 @@ def test_criteria_table_is_consistent(faithful_bic, faithful):
         table["aic"][ok],
         -2 * table["log_likelihood"][ok] + 2 * table["n_parameters"][ok],
     )
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+@pytest.mark.parametrize("X", ["faithful", "blobs"])
+def test_criteria_in_two_passes_equal_the_models_own(request, X, covariance_type):
+    """The table's criteria come from one ``score`` and one
+    ``predict_proba`` per candidate: the same values, bit for bit, as the
+    model's ``score``, ``bic`` and ``aic`` and :func:`icl` give."""
+    X = request.getfixturevalue(X)
+    for k in (1, 3):
+        model = GaussianMixture(k, covariance_type=covariance_type, random_state=0)
+        model.fit(X)
+        expected = (
+            model.score(X) * len(X),
+            model.bic(X),
+            model.aic(X),
+            icl(model, X),
+        )
+        assert _criteria(model, X) == expected
 
 
 def test_criteria_table_makes_a_dataframe(faithful_bic):

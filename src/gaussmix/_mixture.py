@@ -367,6 +367,7 @@ default="kmeans"
                     lower_bound=lower_bound,
                     callback=self._report_iteration,
                     expansion_gap=lambda params: source.expansion_gap(params, strategy),
+                    exact=source.exact_is_cheaper(self.n_components),
                 )
                 logger.info(
                     "Initialization %s. lower bound %.5f.",

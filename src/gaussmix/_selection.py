@@ -8,6 +8,7 @@ likelihood, so, as mclust does, it is reported as singular and never chosen.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable
 from numbers import Integral, Real
@@ -52,8 +53,26 @@ def icl(model: GaussianMixture, X: Any) -> float:
     -------
     icl : float
     """
+    return _icl_of(model, X, model.bic(X))
+
+
+def _icl_of(model: GaussianMixture, X: Any, bic: float) -> float:
+    """:func:`icl` given the model's ``bic`` on X."""
     resp = model.predict_proba(X)
-    return float(model.bic(X) - 2.0 * np.sum(np.log(np.max(resp, axis=1))))
+    return float(bic - 2.0 * np.sum(np.log(np.max(resp, axis=1))))
+
+
+def _criteria(model: GaussianMixture, X: Any) -> tuple[float, float, float, float]:
+    """The log-likelihood, BIC, AIC and ICL of a fitted model on X, as
+    ``score``, ``bic``, ``aic`` and :func:`icl` give them (the same
+    expressions, bit for bit), from one pass of ``score`` and one of
+    ``predict_proba`` instead of five passes over X."""
+    n_samples = len(X)
+    score = model.score(X)
+    n_parameters = model._n_parameters()
+    bic = -2 * score * n_samples + n_parameters * math.log(n_samples)
+    aic = -2 * score * n_samples + 2 * n_parameters
+    return score * n_samples, bic, aic, _icl_of(model, X, bic)
 
 
 class Candidate(NamedTuple):
@@ -327,14 +346,18 @@ default="kmeans"
         for i, candidate in enumerate(fitted):
             model = candidate.model
             table["n_parameters"][i] = model._n_parameters()
-            table["log_likelihood"][i] = model.score(X) * X.shape[0]
             table["singular"][i] = candidate.singular
             table["converged"][i] = model.converged_
             table["n_iter"][i] = model.n_iter_
-            if not candidate.singular:
-                table["bic"][i] = model.bic(X)
-                table["aic"][i] = model.aic(X)
-                table["icl"][i] = icl(model, X)
+            if candidate.singular:
+                table["log_likelihood"][i] = model.score(X) * X.shape[0]
+            else:
+                (
+                    table["log_likelihood"][i],
+                    table["bic"][i],
+                    table["aic"][i],
+                    table["icl"][i],
+                ) = _criteria(model, X)
         values = table[self.criterion]
         if np.all(np.isnan(values)):
             raise ValueError(

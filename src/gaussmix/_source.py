@@ -37,6 +37,7 @@ from ._em import (
     Params,
     column_moments,
     e_step,
+    exact_is_cheaper,
     expansion_gap,
     label_statistics,
     log_prob_resp,
@@ -208,6 +209,12 @@ class RowSource:
         return self.reduce(
             lambda X, w, first: e_step(X, w, params, strategy, exact=exact)
         )
+
+    def exact_is_cheaper(self, n_components: int) -> bool:
+        """Whether EM's E-steps should be exact from the start, being the
+        quicker (:func:`_em.exact_is_cheaper`): only for a few rows in
+        memory (:class:`ArraySource`)."""
+        return False
 
     def expansion_gap(self, params: Params, strategy: CovarianceStrategy) -> float:
         """How far the expanded E-step's lower bound may be from the exact one
@@ -390,6 +397,9 @@ class ArraySource(RowSource):
             chunk_size=label_rows(self.X),
             n_workers=label_workers(self.X),
         )
+
+    def exact_is_cheaper(self, n_components: int) -> bool:
+        return exact_is_cheaper(self.n_samples, n_components)
 
     def n_effective(self) -> int:
         if self.sample_weight is None:
