@@ -218,6 +218,35 @@ def test_predictions_are_lazy(data):
     assert_array_equal(computed[0], gm.predict(data))
 
 
+def test_model_selection_on_a_dask_array(scheduler, data, monkeypatch):
+    """GaussianMixtureIC fits every candidate where the rows are: the
+    criteria of the in-memory fits, lazy predictions, and the rows never
+    brought to the client as a whole. One start per candidate, as in
+    test_other_initialisations_match_in_memory."""
+    from gaussmix import GaussianMixtureIC
+
+    kwargs = dict(
+        n_components=[1, 2, 3], covariance_type=["full", "diag"], n_init=1,
+        random_state=0,
+    )  # fmt: skip
+    reference = GaussianMixtureIC(**kwargs).fit(data)
+    dX = da.from_array(data, chunks=CHUNKS)
+    monkeypatch.setattr(
+        da.Array, "__array__", lambda *_, **__: pytest.fail("X came to the client")
+    )
+    ours = GaussianMixtureIC(**kwargs).fit(dX)
+    labels = ours.predict(dX)
+    monkeypatch.undo()
+    assert ours.best_params_ == reference.best_params_
+    assert ours.n_features_in_ == data.shape[1]
+    for name in ("log_likelihood", "bic", "aic", "icl"):
+        assert_allclose(ours.criteria_[name], reference.criteria_[name], rtol=RTOL)
+    assert isinstance(labels, da.Array)
+    assert_array_equal(labels.compute(), reference.predict(data))
+    with pytest.raises(ValueError, match="X has 2 features, but GaussianMixtureIC"):
+        ours.predict(dX[:, :2])
+
+
 def test_the_cluster_does_the_work(client, data):
     """Every pass runs on the workers, not in the client process."""
     dX = da.from_array(data, chunks=CHUNKS)

@@ -496,6 +496,46 @@ def test_integer_and_grad_tracking_tensors_are_accepted(blobs_xp):
     assert model.score_samples(tracked).shape == (blobs_xp.shape[0],)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_model_selection_on_the_device(blobs_xp, device, monkeypatch):
+    """GaussianMixtureIC fits every candidate on the tensor's device: the
+    criteria of the NumPy fits, predictions as tensors there, and on a GPU
+    the rows never copied to the host as a whole (on torch's CPU device
+    scikit-learn's k-means takes its sample on the host: here, every row)."""
+    from gaussmix import GaussianMixtureIC
+
+    kwargs = dict(
+        n_components=[1, 2, 3], covariance_type=["full", "diag"], n_init=1,
+        random_state=0,
+    )  # fmt: skip
+    reference = GaussianMixtureIC(**kwargs).fit(blobs_xp)
+    X = _tensor(blobs_xp, device)
+    to_host = torch.Tensor.__array__
+
+    def small_to_host(tensor, *args, **kwargs):
+        if tensor.numel() >= len(blobs_xp):
+            pytest.fail(f"{tuple(tensor.shape)} values copied to the host")
+        return to_host(tensor, *args, **kwargs)
+
+    if device != "cpu":
+        monkeypatch.setattr(torch.Tensor, "__array__", small_to_host)
+    ours = GaussianMixtureIC(**kwargs).fit(X)
+    labels, proba = ours.predict(X), ours.predict_proba(X)
+    monkeypatch.undo()
+    assert ours.best_params_ == reference.best_params_
+    assert ours.n_features_in_ == 3
+    for name in ("log_likelihood", "bic", "aic", "icl"):
+        np.testing.assert_allclose(
+            ours.criteria_[name], reference.criteria_[name], rtol=RTOL, err_msg=name
+        )
+    assert isinstance(labels, torch.Tensor) and labels.device.type == device
+    assert proba.device.type == device
+    np.testing.assert_array_equal(labels.cpu().numpy(), reference.predict(blobs_xp))
+    np.testing.assert_allclose(
+        proba.cpu().numpy(), reference.predict_proba(blobs_xp), rtol=1e-8, atol=1e-12
+    )
+
+
 # -------------------------------------------------------------- bad input
 def _with_value(value: float) -> torch.Tensor:
     X = torch.asarray(np.random.default_rng(0).standard_normal((20, 2)))

@@ -26,6 +26,7 @@ from ._errors import DegenerateDataWarning
 from ._history import EMIteration
 from ._init import INIT_METHODS
 from ._mixture import GaussianMixture
+from ._source import backend_of
 
 Array = np.ndarray
 
@@ -59,7 +60,14 @@ def icl(model: GaussianMixture, X: Any) -> float:
 def _icl_of(model: GaussianMixture, X: Any, bic: float) -> float:
     """:func:`icl` given the model's ``bic`` on X."""
     resp = model.predict_proba(X)
-    return float(bic - 2.0 * np.sum(np.log(np.max(resp, axis=1))))
+    if isinstance(resp, np.ndarray):
+        return float(bic - 2.0 * np.sum(np.log(np.max(resp, axis=1))))
+    # Dask arrays and tensors, on their cluster or device: only the sum
+    # comes back.
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(resp)
+    return bic - 2.0 * float(xp.sum(xp.log(xp.max(resp, axis=1))))
 
 
 def _criteria(model: GaussianMixture, X: Any) -> tuple[float, float, float, float]:
@@ -67,7 +75,7 @@ def _criteria(model: GaussianMixture, X: Any) -> tuple[float, float, float, floa
     ``score``, ``bic``, ``aic`` and :func:`icl` give them (the same
     expressions, bit for bit), from one pass of ``score`` and one of
     ``predict_proba`` instead of five passes over X."""
-    n_samples = len(X)
+    n_samples = int(X.shape[0])
     score = model.score(X)
     n_parameters = model._n_parameters()
     bic = -2 * score * n_samples + n_parameters * math.log(n_samples)
@@ -179,6 +187,9 @@ default="kmeans"
     n_jobs : int or None, default=None
         Candidates fitted in parallel (joblib). None means 1, -1 all cores.
         Worth it when single fits take more than a fraction of a second.
+        For NumPy-like X only: candidates on a Dask array, a torch tensor
+        or a CuPy array are fitted one after another, each on the cluster
+        or the device.
     callback : callable, default=None
         Passed to every candidate's :class:`GaussianMixture`: called with an
         :class:`~gaussmix.EMIteration` after each EM iteration (``n_iter ==
@@ -308,8 +319,23 @@ default="kmeans"
             The fitted selector.
         """
         self._validate_params()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-        candidates = self._candidates(X.shape[0])
+        backend = backend_of(X)
+        n_jobs = self.n_jobs
+        if backend is None:
+            X = validate_data(
+                self, X, dtype=[np.float64, np.float32], ensure_min_samples=2
+            )
+        else:
+            # A Dask array, a torch tensor or a CuPy array stays where it
+            # is: checked here as GaussianMixture checks it, then every
+            # candidate fits it on its cluster or device, one after another
+            # (each fit already uses the cluster or the device). A Dask
+            # array is persisted once for all of them.
+            source: Any = backend.fit_source(self, X, None)
+            if isinstance(source, getattr(backend, "DaskSource", ())):
+                X = source.X
+            n_jobs = None
+        candidates = self._candidates(int(X.shape[0]))
         random_state = self.random_state
         if not isinstance(random_state, Integral):
             random_state = int(check_random_state(random_state).randint(2**31 - 1))
@@ -322,7 +348,7 @@ default="kmeans"
             "random_state": random_state,
             "callback": self.callback,
         }
-        fitted = Parallel(n_jobs=self.n_jobs)(
+        fitted = Parallel(n_jobs=n_jobs)(
             delayed(fit_candidate)(
                 X, {"n_components": k, "covariance_type": t, **common}
             )
@@ -350,7 +376,7 @@ default="kmeans"
             table["converged"][i] = model.converged_
             table["n_iter"][i] = model.n_iter_
             if candidate.singular:
-                table["log_likelihood"][i] = model.score(X) * X.shape[0]
+                table["log_likelihood"][i] = model.score(X) * int(X.shape[0])
             else:
                 (
                     table["log_likelihood"][i],
@@ -392,8 +418,18 @@ default="kmeans"
             )
 
     # ----------------------------------------------------------- delegation
-    def _validated(self, X: Any) -> Array:
+    def _validated(self, X: Any) -> Any:
+        """X checked against the fit: NumPy-like input here; Dask arrays and
+        tensors by the best model, which keeps them where they are."""
         check_is_fitted(self)
+        if backend_of(X) is not None:
+            shape: tuple[int, ...] = tuple(getattr(X, "shape", ()))
+            if len(shape) == 2 and shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {shape[1]} features, but {type(self).__name__} is "
+                    f"expecting {self.n_features_in_} features as input."
+                )
+            return X
         return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
 
     def predict(self, X: Any) -> Array:

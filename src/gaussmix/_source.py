@@ -432,7 +432,7 @@ _BACKENDS = {
 }
 
 
-def _backend(X: Any) -> Any:
+def backend_of(X: Any) -> Any:
     """The gaussmix module that handles X's kind of array, or None for NumPy."""
     if isinstance(X, np.ndarray):
         return None
@@ -453,7 +453,7 @@ def fit_source(estimator: Any, X: Any, sample_weight: Any) -> RowSource:
     """Validate X (and the weights) for ``fit``; set ``n_features_in_``."""
     if isinstance(X, RowSource):
         return X.for_fit(estimator, sample_weight)
-    backend = _backend(X)
+    backend = backend_of(X)
     if backend is not None:
         source: RowSource = backend.fit_source(estimator, X, sample_weight)
         return source
@@ -487,7 +487,7 @@ def array_source(
 
 def prediction_source(estimator: Any, X: Any) -> RowSource:
     """Validate X against the fitted ``estimator`` for prediction."""
-    backend = _backend(X)
+    backend = backend_of(X)
     if backend is not None:
         source: RowSource = backend.prediction_source(estimator, X)
         return source
