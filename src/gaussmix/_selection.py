@@ -331,8 +331,9 @@ default="kmeans"
             # candidate fits it on its cluster or device, one after another
             # (each fit already uses the cluster or the device). A Dask
             # array is persisted once for all of them.
-            source: Any = backend.fit_source(self, X, None)
-            if isinstance(source, getattr(backend, "DaskSource", ())):
+            source = backend.fit_source(self, X, None)
+            dask_source = getattr(backend, "DaskSource", None)
+            if dask_source is not None and isinstance(source, dask_source):
                 X = source.X
             n_jobs = None
         candidates = self._candidates(int(X.shape[0]))
