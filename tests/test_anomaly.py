@@ -24,6 +24,31 @@ def test_flags_the_contamination_fraction_of_the_training_data(blobs, contaminat
     assert np.max(scores[labels == -1]) < np.min(scores[labels == 1])
 
 
+@pytest.mark.parametrize("backend", ["dask", "torch"])
+def test_the_threshold_of_scores_off_the_host_is_numpys_percentile(backend):
+    """Over a Dask array or a tensor the threshold comes from two order
+    statistics found where the scores are, interpolated as np.percentile
+    does: its value bit for bit, for every rank and fraction."""
+    from gaussmix._anomaly import training_offset
+
+    if backend == "dask":
+        da = pytest.importorskip("dask.array")
+
+        def convert(a):
+            return da.from_array(a, chunks=300)
+    else:
+        torch = pytest.importorskip("torch")
+        pytest.importorskip("array_api_compat")
+        convert = torch.asarray
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 5, 10, 999, 1000, 1001, 4097):
+        for contamination in (0.001, 0.01, 0.05, 0.1, 0.123, 0.25, 0.3, 0.5):
+            scores = rng.normal(size=n) * 10
+            expected = np.percentile(scores, 100 * contamination)
+            got = training_offset(convert(scores), contamination)
+            assert got == expected, (n, contamination)
+
+
 def test_decision_function_is_score_minus_offset(faithful):
     detector = GaussianMixtureAnomalyDetector(2, random_state=0).fit(faithful)
     np.testing.assert_array_equal(

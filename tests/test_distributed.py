@@ -247,6 +247,27 @@ def test_model_selection_on_a_dask_array(scheduler, data, monkeypatch):
         ours.predict(dX[:, :2])
 
 
+def test_anomaly_detection_on_a_dask_array(scheduler, data, monkeypatch):
+    """The detector's mixture is fitted where the rows are, and its
+    threshold found there: the in-memory detector's, lazy labels, and the
+    rows never brought to the client as a whole."""
+    from gaussmix import GaussianMixtureAnomalyDetector
+
+    kwargs = dict(n_components=3, contamination=0.05, random_state=0)
+    reference = GaussianMixtureAnomalyDetector(**kwargs).fit(data)
+    dX = da.from_array(data, chunks=CHUNKS)
+    monkeypatch.setattr(
+        da.Array, "__array__", lambda *_, **__: pytest.fail("X came to the client")
+    )
+    ours = GaussianMixtureAnomalyDetector(**kwargs).fit(dX)
+    labels = ours.predict(dX)
+    monkeypatch.undo()
+    assert_allclose(ours.offset_, reference.offset_, rtol=RTOL)
+    assert isinstance(labels, da.Array)
+    assert_array_equal(labels.compute(), reference.predict(data))
+    assert (labels == -1).sum().compute() == round(0.05 * len(data))
+
+
 def test_the_cluster_does_the_work(client, data):
     """Every pass runs on the workers, not in the client process."""
     dX = da.from_array(data, chunks=CHUNKS)

@@ -536,6 +536,26 @@ def test_model_selection_on_the_device(blobs_xp, device, monkeypatch):
     )
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_anomaly_detection_on_the_device(blobs_xp, device):
+    """The detector's mixture and threshold on the tensor's device: the
+    NumPy detector's threshold and labels, the labels a tensor there."""
+    from gaussmix import GaussianMixtureAnomalyDetector
+
+    kwargs = dict(n_components=3, contamination=0.05, random_state=0)
+    reference = GaussianMixtureAnomalyDetector(**kwargs).fit(blobs_xp)
+    X = _tensor(blobs_xp, device)
+    ours = GaussianMixtureAnomalyDetector(**kwargs).fit(X)
+    labels = ours.predict(X)
+    np.testing.assert_allclose(ours.offset_, reference.offset_, rtol=RTOL)
+    assert isinstance(labels, torch.Tensor) and labels.device.type == device
+    np.testing.assert_array_equal(labels.cpu().numpy(), reference.predict(blobs_xp))
+    decision = ours.decision_function(X)
+    assert isinstance(decision, torch.Tensor)
+    with pytest.raises(ValueError, match="X has 2 features, but GaussianMixtureAn"):
+        ours.predict(X[:, :2])
+
+
 # -------------------------------------------------------------- bad input
 def _with_value(value: float) -> torch.Tensor:
     X = torch.asarray(np.random.default_rng(0).standard_normal((20, 2)))

@@ -2,21 +2,62 @@
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from ._covariance import COVARIANCE_TYPES
 from ._init import INIT_METHODS
 from ._mixture import GaussianMixture
+from ._source import rows_for_fit, rows_for_prediction
 
 Array = np.ndarray
 
 __all__ = ["GaussianMixtureAnomalyDetector"]
+
+
+def _is_dask(a: Any) -> bool:
+    return type(a).__module__.partition(".")[0] == "dask"
+
+
+def training_offset(scores: Any, contamination: float) -> float:
+    """``np.percentile(scores, 100 * contamination)``, its default (linear)
+    method, of the training rows' log-densities.
+
+    NumPy scores go to ``np.percentile``. Over a Dask array or a tensor the
+    two order statistics around the quantile's rank are found where the
+    scores are (Dask's ``topk`` of the smallest, up to that rank, brought to
+    the client; a sort on the device, two values brought to the host), and
+    interpolated as ``np.percentile`` does: the same value to rounding.
+    """
+    if isinstance(scores, np.ndarray):
+        return float(np.percentile(scores, 100.0 * contamination))
+    n = int(scores.shape[0])
+    quantile = 100.0 * contamination / 100.0
+    # NumPy's virtual index for its linear method.
+    virtual = (n - 1) * quantile
+    below = min(max(math.floor(virtual), 0), n - 1)
+    above = min(below + 1, n - 1)
+    if _is_dask(scores):
+        import dask.array as da
+
+        smallest = np.asarray(da.topk(scores, -(above + 1)).compute())
+        low, high = float(smallest[below]), float(smallest[above])
+    else:
+        from array_api_compat import array_namespace
+
+        ordered = array_namespace(scores).sort(scores)
+        low, high = float(ordered[below]), float(ordered[above])
+    gamma = virtual - below
+    difference = high - low
+    if gamma >= 0.5:
+        return high - difference * (1 - gamma)
+    return low + difference * gamma
 
 
 class GaussianMixtureAnomalyDetector(OutlierMixin, BaseEstimator):
@@ -135,7 +176,7 @@ default="kmeans"
             The fitted detector.
         """
         self._validate_params()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = rows_for_fit(self, X)
         self.mixture_ = GaussianMixture(
             self.n_components,
             covariance_type=self.covariance_type,
@@ -148,12 +189,12 @@ default="kmeans"
         ).fit(X)
         self.n_iter_ = self.mixture_.n_iter_
         scores = self.mixture_.score_samples(X)
-        self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
+        self.offset_ = training_offset(scores, self.contamination)
         return self
 
-    def _validated(self, X: Any) -> Array:
+    def _validated(self, X: Any) -> Any:
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return rows_for_prediction(self, X)
 
     def score_samples(self, X: Any) -> Array:
         """Log-density of each sample under the mixture (lower is more abnormal).
@@ -194,4 +235,8 @@ default="kmeans"
         labels : ndarray of shape (n_samples,)
         """
         decision = self.decision_function(X)
-        return np.where(decision >= 0, 1, -1)
+        if isinstance(decision, np.ndarray) or _is_dask(decision):
+            return np.where(decision >= 0, 1, -1)
+        from array_api_compat import array_namespace
+
+        return array_namespace(decision).where(decision >= 0, 1, -1)

@@ -19,14 +19,14 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from ._covariance import COVARIANCE_TYPES
 from ._errors import DegenerateDataWarning
 from ._history import EMIteration
 from ._init import INIT_METHODS
 from ._mixture import GaussianMixture
-from ._source import backend_of
+from ._source import rows_for_fit, rows_for_prediction
 
 Array = np.ndarray
 
@@ -319,23 +319,10 @@ default="kmeans"
             The fitted selector.
         """
         self._validate_params()
-        backend = backend_of(X)
-        n_jobs = self.n_jobs
-        if backend is None:
-            X = validate_data(
-                self, X, dtype=[np.float64, np.float32], ensure_min_samples=2
-            )
-        else:
-            # A Dask array, a torch tensor or a CuPy array stays where it
-            # is: checked here as GaussianMixture checks it, then every
-            # candidate fits it on its cluster or device, one after another
-            # (each fit already uses the cluster or the device). A Dask
-            # array is persisted once for all of them.
-            source = backend.fit_source(self, X, None)
-            dask_source = getattr(backend, "DaskSource", None)
-            if dask_source is not None and isinstance(source, dask_source):
-                X = source.X
-            n_jobs = None
+        X = rows_for_fit(self, X)
+        # Candidates on a Dask array or a tensor are fitted one after another
+        # (each fit already uses the cluster or the device).
+        n_jobs = self.n_jobs if isinstance(X, np.ndarray) else None
         candidates = self._candidates(int(X.shape[0]))
         random_state = self.random_state
         if not isinstance(random_state, Integral):
@@ -420,18 +407,8 @@ default="kmeans"
 
     # ----------------------------------------------------------- delegation
     def _validated(self, X: Any) -> Any:
-        """X checked against the fit: NumPy-like input here; Dask arrays and
-        tensors by the best model, which keeps them where they are."""
         check_is_fitted(self)
-        if backend_of(X) is not None:
-            shape: tuple[int, ...] = tuple(getattr(X, "shape", ()))
-            if len(shape) == 2 and shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {shape[1]} features, but {type(self).__name__} is "
-                    f"expecting {self.n_features_in_} features as input."
-                )
-            return X
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return rows_for_prediction(self, X)
 
     def predict(self, X: Any) -> Array:
         """The most probable component of each sample, under the best model.

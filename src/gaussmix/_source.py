@@ -466,6 +466,47 @@ def fit_source(estimator: Any, X: Any, sample_weight: Any) -> RowSource:
     )
 
 
+def rows_for_fit(estimator: Any, X: Any) -> Any:
+    """X checked for the ``fit`` of an estimator that hands it on to
+    :class:`GaussianMixture` fits (model selection, anomaly detection); sets
+    ``n_features_in_``.
+
+    A NumPy array from ``validate_data``; a Dask array, a torch tensor or a
+    CuPy array stays where it is, checked as ``GaussianMixture.fit`` checks
+    it (a Dask array persisted on the workers, once for every fit).
+    """
+    backend = backend_of(X)
+    if backend is None:
+        with np.errstate(over="ignore", invalid="ignore"):  # see array_source
+            return validate_data(
+                estimator, X, dtype=[np.float64, np.float32], ensure_min_samples=2
+            )
+    source = backend.fit_source(estimator, X, None)
+    dask_source = getattr(backend, "DaskSource", None)
+    if dask_source is not None and isinstance(source, dask_source):
+        return source.X
+    return X
+
+
+def rows_for_prediction(estimator: Any, X: Any) -> Any:
+    """X checked against the fitted ``estimator`` (see :func:`rows_for_fit`):
+    NumPy-like input by ``validate_data``; a Dask array or a tensor for its
+    number of features only, its values by the fitted mixture, which keeps
+    it where it is."""
+    if backend_of(X) is None:
+        with np.errstate(over="ignore", invalid="ignore"):  # see array_source
+            return validate_data(
+                estimator, X, reset=False, dtype=[np.float64, np.float32]
+            )
+    shape: tuple[int, ...] = tuple(getattr(X, "shape", ()))
+    if len(shape) == 2 and shape[1] != estimator.n_features_in_:
+        raise ValueError(
+            f"X has {shape[1]} features, but {type(estimator).__name__} is "
+            f"expecting {estimator.n_features_in_} features as input."
+        )
+    return X
+
+
 def array_source(
     estimator: Any, X: Any, sample_weight: Any, **validation: Any
 ) -> ArraySource:
