@@ -636,3 +636,17 @@ def test_fit_does_not_modify_x_or_sample_weight():
     GaussianMixture(2, random_state=0).fit(X, sample_weight=weights)
     np.testing.assert_array_equal(X, X_before)
     np.testing.assert_array_equal(weights, weights_before)
+
+
+@pytest.mark.parametrize("estimator", ["selection", "anomalies"])
+def test_chunks_are_refused_by_the_estimators_that_predict_on_every_row(estimator):
+    from gaussmix import Chunks, GaussianMixtureAnomalyDetector, GaussianMixtureIC
+
+    X = np.random.default_rng(0).normal(size=(300, 2))
+    model = (
+        GaussianMixtureIC(n_components=[1, 2])
+        if estimator == "selection"
+        else GaussianMixtureAnomalyDetector(2)
+    )
+    with pytest.raises(TypeError, match=r"needs an array, not a Chunks.*mmap_mode"):
+        model.fit(Chunks(np.array_split(X, 3)))

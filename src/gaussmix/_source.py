@@ -475,6 +475,13 @@ def rows_for_fit(estimator: Any, X: Any) -> Any:
     CuPy array stays where it is, checked as ``GaussianMixture.fit`` checks
     it (a Dask array persisted on the workers, once for every fit).
     """
+    if isinstance(X, RowSource):
+        raise TypeError(
+            f"{type(estimator).__name__} needs an array, not a "
+            f"{type(X).__name__}: it predicts on every row after its fits. "
+            "For data larger than memory pass a memory-mapped .npy "
+            "(np.load(path, mmap_mode='r')) or a Dask array."
+        )
     backend = backend_of(X)
     if backend is None:
         with np.errstate(over="ignore", invalid="ignore"):  # see array_source
