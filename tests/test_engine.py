@@ -857,6 +857,42 @@ def test_small_expanded_chunks_run_on_one_thread(monkeypatch):
         assert seen and all(workers == expected for workers in seen), (X.shape, k)
 
 
+def test_one_worker_sums_its_chunks_in_one_task_bit_for_bit(monkeypatch):
+    """Chunks one to a task and one worker: the E-step is one task summing
+    chunk after chunk into one array, the same terms in the same order as
+    one-chunk tasks folded in turn, bit for bit."""
+    seen = []
+    original = _em.reduce_chunks
+
+    def spy(make_state, process, chunks, add, n_workers=None):
+        seen.append((len(chunks), n_workers))
+        return original(make_state, process, chunks, add, n_workers=n_workers)
+
+    X = np.random.default_rng(4).normal(size=(40_000, 2))
+    strategy = get_covariance("full")
+    expansion = _em._expansion(X.dtype, _rough_params(X, "full"), strategy)
+    assert expansion is not None
+    assert _em._chunks_per_task(16, 2560) == 1
+    monkeypatch.setattr(_em, "reduce_chunks", spy)
+    one_task = _em._expanded_e_step(X, None, expansion, strategy, 2560)
+    assert seen == [(1, 1)]
+    # One-chunk tasks, folded in chunk order.
+    buffers = _em._buffer_factory(X, expansion, 2560)()
+    folded = None
+    for rows in _em._chunks(len(X), 2560):
+        part = _em._expanded_chunk_statistics(
+            X, None, expansion, strategy, buffers, rows, _em._expanded_sums(expansion)
+        )
+        folded = part if folded is None else _em._fold(folded, part)
+    expected = strategy.from_expanded(folded.sums.T, X.shape[1])
+    for got, want in zip(
+        (one_task.resp_sum, one_task.diff_sum, one_task.scatter), expected, strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+    assert one_task.loglik_sum == folded.loglik_sum
+    assert one_task.worst_loglik == folded.worst[0]
+
+
 def test_small_exact_chunks_run_on_one_thread(monkeypatch):
     """The exact E-step's chunks are shared among threads by the same rule as
     the expanded one's, on the same measure of work; either way its sums are
