@@ -33,7 +33,8 @@ def training_offset(scores: Any, contamination: float) -> float:
     two order statistics around the quantile's rank are found where the
     scores are (Dask's ``topk`` of the smallest, up to that rank, brought to
     the client; a sort on the device, two values brought to the host), and
-    interpolated as ``np.percentile`` does: the same value to rounding.
+    interpolated as ``np.percentile`` does: the value it gives for the same
+    scores, bit for bit (tested).
     """
     if isinstance(scores, np.ndarray):
         return float(np.percentile(scores, 100.0 * contamination))
@@ -69,6 +70,12 @@ class GaussianMixtureAnomalyDetector(OutlierMixin, BaseEstimator):
     the lowest density is then flagged. Follows scikit-learn's outlier
     detector contract (like :class:`sklearn.covariance.EllipticEnvelope`),
     so it works in a :class:`~sklearn.pipeline.Pipeline`.
+
+    X may be anything :class:`~gaussmix.GaussianMixture` fits: a Dask array
+    or a torch or CuPy tensor stays on its cluster or device, where the
+    mixture is fitted and the threshold found, and the outputs of
+    :meth:`score_samples`, :meth:`decision_function` and :meth:`predict`
+    are then arrays of the same kind.
 
     Parameters
     ----------

@@ -725,7 +725,7 @@ def _expanded_e_step(
         # One worker summing chunk after chunk into one array adds the same
         # terms in the same order as folding one-chunk tasks, bit for bit,
         # without an array, a partial result and a fold per chunk: case (a)
-        # of benchmarks/bench_em.py (40 chunks) 4-7% faster per iteration.
+        # of benchmarks/bench_em.py (40 chunks) 3-8% faster per iteration.
         per_task = n_chunks
 
     def task(buffers: _ChunkBuffers, rows: slice) -> _Partial:

@@ -150,6 +150,11 @@ class GaussianMixtureIC(DensityMixin, BaseEstimator):
     :meth:`score` and :meth:`sample` to it. ``criteria_`` holds every
     candidate's values.
 
+    X may be anything :class:`GaussianMixture` fits: a Dask array or a
+    torch or CuPy tensor stays on its cluster or device, where every
+    candidate is fitted and scored, and predictions are then arrays of the
+    same kind.
+
     A candidate whose covariance collapsed onto a subspace (typically a
     component sitting on repeated values of a discrete feature) has an
     unbounded likelihood; like mclust, it is marked singular, gets NaN
