@@ -218,6 +218,18 @@ def test_predictions_are_lazy(data):
     assert_array_equal(computed[0], gm.predict(data))
 
 
+def _fitted_off_the_client(monkeypatch, estimator, dX):
+    """``estimator`` fitted on ``dX`` and its labels of ``dX``, with any
+    conversion of a Dask array to NumPy on the client made to fail."""
+    monkeypatch.setattr(
+        da.Array, "__array__", lambda *_, **__: pytest.fail("X came to the client")
+    )
+    fitted = estimator.fit(dX)
+    labels = fitted.predict(dX)
+    monkeypatch.undo()
+    return fitted, labels
+
+
 def test_model_selection_on_a_dask_array(scheduler, data, monkeypatch):
     """GaussianMixtureIC fits every candidate where the rows are: the
     criteria of the in-memory fits, lazy predictions, and the rows never
@@ -231,12 +243,7 @@ def test_model_selection_on_a_dask_array(scheduler, data, monkeypatch):
     )  # fmt: skip
     reference = GaussianMixtureIC(**kwargs).fit(data)
     dX = da.from_array(data, chunks=CHUNKS)
-    monkeypatch.setattr(
-        da.Array, "__array__", lambda *_, **__: pytest.fail("X came to the client")
-    )
-    ours = GaussianMixtureIC(**kwargs).fit(dX)
-    labels = ours.predict(dX)
-    monkeypatch.undo()
+    ours, labels = _fitted_off_the_client(monkeypatch, GaussianMixtureIC(**kwargs), dX)
     assert ours.best_params_ == reference.best_params_
     assert ours.n_features_in_ == data.shape[1]
     for name in ("log_likelihood", "bic", "aic", "icl"):
@@ -256,12 +263,8 @@ def test_anomaly_detection_on_a_dask_array(scheduler, data, monkeypatch):
     kwargs = dict(n_components=3, contamination=0.05, random_state=0)
     reference = GaussianMixtureAnomalyDetector(**kwargs).fit(data)
     dX = da.from_array(data, chunks=CHUNKS)
-    monkeypatch.setattr(
-        da.Array, "__array__", lambda *_, **__: pytest.fail("X came to the client")
-    )
-    ours = GaussianMixtureAnomalyDetector(**kwargs).fit(dX)
-    labels = ours.predict(dX)
-    monkeypatch.undo()
+    detector = GaussianMixtureAnomalyDetector(**kwargs)
+    ours, labels = _fitted_off_the_client(monkeypatch, detector, dX)
     assert_allclose(ours.offset_, reference.offset_, rtol=RTOL)
     assert isinstance(labels, da.Array)
     assert_array_equal(labels.compute(), reference.predict(data))
