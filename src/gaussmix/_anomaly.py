@@ -14,15 +14,11 @@ from sklearn.utils.validation import check_is_fitted
 from ._covariance import COVARIANCE_TYPES
 from ._init import INIT_METHODS
 from ._mixture import GaussianMixture
-from ._source import rows_for_fit, rows_for_prediction
+from ._source import array_library, rows_for_fit, rows_for_prediction
 
 Array = np.ndarray
 
 __all__ = ["GaussianMixtureAnomalyDetector"]
-
-
-def _is_dask(a: Any) -> bool:
-    return type(a).__module__.partition(".")[0] == "dask"
 
 
 def training_offset(scores: Any, contamination: float) -> float:
@@ -44,7 +40,7 @@ def training_offset(scores: Any, contamination: float) -> float:
     virtual = (n - 1) * quantile
     below = min(max(math.floor(virtual), 0), n - 1)
     above = min(below + 1, n - 1)
-    if _is_dask(scores):
+    if array_library(scores) == "dask":
         import dask.array as da
 
         smallest = np.asarray(da.topk(scores, -(above + 1)).compute())
@@ -242,7 +238,7 @@ default="kmeans"
         labels : ndarray of shape (n_samples,)
         """
         decision = self.decision_function(X)
-        if isinstance(decision, np.ndarray) or _is_dask(decision):
+        if isinstance(decision, np.ndarray) or array_library(decision) == "dask":
             return np.where(decision >= 0, 1, -1)
         from array_api_compat import array_namespace
 

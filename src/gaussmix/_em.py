@@ -897,6 +897,17 @@ def _logsumexp_rows(a: Array) -> Array:
     return out
 
 
+def _prediction_expansion(
+    X: Array, params: Params, strategy: CovarianceStrategy
+) -> _Expansion | None:
+    """The expanded form for predictions on the rows ``X``, or None for
+    exact differences: where the rows are few (:func:`exact_is_cheaper`) or
+    the expansion would lose digits (``_PREDICTION_TOLERANCE``)."""
+    if exact_is_cheaper(X.shape[0], len(params.weights)):
+        return None
+    return _working_expansion(X.dtype, params, strategy, _PREDICTION_TOLERANCE)
+
+
 def weighted_log_prob(
     X: Array, params: Params, strategy: CovarianceStrategy, exact: bool = False
 ) -> Array:
@@ -905,11 +916,7 @@ def weighted_log_prob(
     ``exact`` forces per-component differences even where the expanded
     form would be accurate enough.
     """
-    expansion = (
-        None
-        if exact or exact_is_cheaper(X.shape[0], len(params.weights))
-        else _working_expansion(X.dtype, params, strategy, _PREDICTION_TOLERANCE)
-    )
+    expansion = None if exact else _prediction_expansion(X, params, strategy)
     if expansion is not None:
         return _expanded_log_prob_all(X, expansion, strategy)
     n_components, n_features = params.means.shape
@@ -939,11 +946,7 @@ def _per_row(
     so the results are the same as from its n x K array, bit for bit, with
     no n x K array made.
     """
-    expansion = (
-        None
-        if exact_is_cheaper(X.shape[0], len(params.weights))
-        else _working_expansion(X.dtype, params, strategy, _PREDICTION_TOLERANCE)
-    )
+    expansion = _prediction_expansion(X, params, strategy)
     if expansion is not None:
         n_components, n_expanded = expansion.weights.shape
         size, workers = expanded_chunks(

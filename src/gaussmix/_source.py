@@ -432,12 +432,28 @@ _BACKENDS = {
 }
 
 
-def backend_of(X: Any) -> Any:
-    """The gaussmix module that handles X's kind of array, or None for NumPy."""
+def array_library(X: Any) -> str | None:
+    """The library of X's kind of array among ``_BACKENDS`` ("dask", "torch",
+    "cupy"), or None for NumPy and anything NumPy-like."""
     if isinstance(X, np.ndarray):
         return None
     root = type(X).__module__.partition(".")[0]
-    if root not in _BACKENDS:
+    return root if root in _BACKENDS else None
+
+
+def check_n_features(estimator: Any, n_features: int) -> None:
+    """Raise unless ``n_features`` is the fitted ``estimator``'s number."""
+    if n_features != estimator.n_features_in_:
+        raise ValueError(
+            f"X has {n_features} features, but {type(estimator).__name__} is "
+            f"expecting {estimator.n_features_in_} features as input."
+        )
+
+
+def backend_of(X: Any) -> Any:
+    """The gaussmix module that handles X's kind of array, or None for NumPy."""
+    root = array_library(X)
+    if root is None:
         return None
     name, extra = _BACKENDS[root]
     try:
@@ -506,11 +522,8 @@ def rows_for_prediction(estimator: Any, X: Any) -> Any:
                 estimator, X, reset=False, dtype=[np.float64, np.float32]
             )
     shape: tuple[int, ...] = tuple(getattr(X, "shape", ()))
-    if len(shape) == 2 and shape[1] != estimator.n_features_in_:
-        raise ValueError(
-            f"X has {shape[1]} features, but {type(estimator).__name__} is "
-            f"expecting {estimator.n_features_in_} features as input."
-        )
+    if len(shape) == 2:
+        check_n_features(estimator, int(shape[1]))
     return X
 
 

@@ -52,7 +52,13 @@ from ._em import (
     _working_expansion,
 )
 from ._parallel import reduce_chunks
-from ._source import ArraySource, RespOfRows, RowSource, check_sample_weight
+from ._source import (
+    ArraySource,
+    RespOfRows,
+    RowSource,
+    check_n_features,
+    check_sample_weight,
+)
 from ._stats import Moments, SufficientStatistics
 
 __all__ = ["XpSource", "fit_source", "prediction_source"]
@@ -840,12 +846,7 @@ def fit_source(estimator: Any, X: Any, sample_weight: Any) -> RowSource:
 def prediction_source(estimator: Any, X: Any) -> RowSource:
     """Validate X against the fitted ``estimator`` for prediction."""
     X = _checked_array(X, min_samples=1)
-    n_features = int(X.shape[1])
-    if n_features != estimator.n_features_in_:
-        raise ValueError(
-            f"X has {n_features} features, but {type(estimator).__name__} is "
-            f"expecting {estimator.n_features_in_} features as input."
-        )
+    check_n_features(estimator, int(X.shape[1]))
     source = _source(X, None)
     source.magnitude()  # NaN and infinity raise
     return source

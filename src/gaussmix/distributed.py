@@ -70,7 +70,13 @@ from ._em import (
     most_probable,
     resp_statistics,
 )
-from ._source import Block, RowSource, check_sample_weight, weight_scale
+from ._source import (
+    Block,
+    RowSource,
+    check_n_features,
+    check_sample_weight,
+    weight_scale,
+)
 from ._stats import SufficientStatistics
 
 Array = np.ndarray
@@ -485,10 +491,5 @@ def prediction_source(estimator: Any, X: Any) -> DaskSource:
         The rows, lazily: predictions are Dask arrays.
     """
     X = _rows(X, estimator)
-    expected = estimator.n_features_in_
-    if X.shape[1] != expected:
-        raise ValueError(
-            f"X has {X.shape[1]} features, but {type(estimator).__name__} is "
-            f"expecting {expected} features as input."
-        )
+    check_n_features(estimator, int(X.shape[1]))
     return DaskSource(X, None)
