@@ -462,6 +462,73 @@ def test_a_chunk_agrees_with_numpy(compiled, dtype, weighted, blocks, order):
         assert weights[ours.worst[1]] > 0
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n_rows", [700, 5000, 5001])
+def test_a_task_in_one_call_equals_a_call_per_chunk_bit_for_bit(
+    compiled, dtype, weighted, n_rows
+):
+    """``expanded_rows`` (a worker's task of chunks in one call) against
+    ``expanded_chunk`` once per chunk, summed as the E-step sums them: the
+    statistics, the log-likelihood and the worst row, exactly. A last chunk
+    shorter than the others, a task starting mid-data, and weights with a
+    whole chunk of zeros (its worst row at infinity: not taken)."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(n_rows, 3)) * [1.0, 2.0, 0.5]
+    X += 4.0 * rng.integers(3, size=(n_rows, 1))
+    X = X.astype(dtype)
+    params = start_params(X.astype(np.float64), 3, "full", seed=1)
+    strategy = get_covariance("full")
+    params = _em.Params(
+        params["weights_init"],
+        params["means_init"],
+        np.linalg.inv(params["precisions_init"]),
+        np.linalg.cholesky(params["precisions_init"]),
+    )
+    expansion = _em._expansion(np.dtype(dtype), params, strategy)
+    assert expansion is not None
+    weights = None
+    if weighted:
+        weights = rng.uniform(0.0, 2.0, n_rows).astype(dtype)
+        weights[:256] = 0.0
+    size = 256
+    whole = _kernels.whole_rows(X, np.dtype(dtype))
+    assert whole is not None and not whole.flags.writeable
+    for rows in (slice(0, n_rows), slice(512, n_rows - 77)):
+        buffers = _em._ChunkBuffers(expansion, 3, size, compiled)
+        with np.errstate(under="ignore"):
+            one_call = _em._compiled_rows_statistics(
+                whole, weights, expansion, buffers, rows, size,
+                _em._expanded_sums(expansion),
+            )  # fmt: skip
+            sums = _em._expanded_sums(expansion)
+            loglik_sum, worst = 0.0, (math.inf, -1)
+            for start in range(rows.start, rows.stop, size):
+                chunk = slice(start, min(start + size, rows.stop))
+                part = _em._compiled_chunk_statistics(
+                    X, weights, expansion, buffers, chunk, sums
+                )
+                loglik_sum += part.loglik_sum
+                worst = min(worst, part.worst)
+        np.testing.assert_array_equal(one_call.sums, sums)
+        assert one_call.loglik_sum == loglik_sum
+        assert one_call.worst == worst
+        assert rows.start <= worst[1] < rows.stop
+        if weighted:
+            assert weights[worst[1]] > 0
+
+
+def test_whole_rows_only_where_no_copy_is_needed():
+    X = np.zeros((10, 3))
+    view = _kernels.whole_rows(X, X.dtype)
+    assert view is not None and np.shares_memory(view, X)
+    assert not view.flags.writeable and X.flags.writeable
+    assert _kernels.whole_rows(X, np.dtype(np.float32)) is None  # a cast
+    assert _kernels.whole_rows(np.asfortranarray(X), X.dtype) is None
+    assert _kernels.whole_rows(X[:, :2], X.dtype) is None  # strided rows
+    assert _kernels.whole_rows(X.astype(">f8"), np.dtype(">f8")) is None
+
+
 def _fits(X, covariance_type, sample_weight=None, **kwargs):
     params = start_params(X.astype(np.float64), 4, covariance_type, seed=2)
     gm = GaussianMixture(
@@ -494,12 +561,13 @@ def test_whole_fits_agree_with_and_without_kernels(
     X = (rng.normal(size=(n, 6)) + 4.0 * rng.integers(3, size=(n, 1))).astype(dtype)
     weights = rng.uniform(0, 3, n) if weighted else None
     calls = []
-    chunk = always.expanded_chunk
-    monkeypatch.setattr(
-        always, "expanded_chunk", lambda *a: calls.append(1) or chunk(*a)
-    )
+    for name in ("expanded_chunk", "expanded_rows"):
+        kernel = getattr(always, name)
+        monkeypatch.setattr(
+            always, name, lambda *a, kernel=kernel: calls.append(1) or kernel(*a)
+        )
     with_kernels = _fits(X, covariance_type, weights)
-    assert len(calls) > 8  # chunks x iterations: the kernels did run
+    assert len(calls) >= 8  # a call or more per iteration: the kernels did run
     monkeypatch.setattr(_kernels, "_module", None)
     without = _fits(X, covariance_type, weights)
     gm_k, proba_k, score_k = with_kernels

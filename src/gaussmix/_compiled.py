@@ -756,6 +756,60 @@ def expanded_chunk(
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
+def expanded_rows(
+    X,
+    start,
+    stop,
+    size,
+    centre,
+    first,
+    second,
+    z_row,
+    weights,
+    sample_weight,
+    phi,
+    log_prob,
+    top,
+    total,
+    inverse,
+    floor,
+    product,
+    sums,
+    blocks,
+    gemm,
+    ints,
+):  # pragma: no cover - compiled
+    """:func:`expanded_chunk` over rows ``start:stop`` of the whole data
+    ``X`` (C-contiguous), chunk after chunk of ``size`` rows, in one call:
+    what a worker's task of many chunks did in one call per chunk, with the
+    same chunks, sums and order, so bit for bit the same. ``sample_weight``
+    is the whole data's, or empty.
+
+    Returns the chunks' log-likelihoods summed in order (float64), and the
+    lowest of their worst rows with its row (the first where equal; where
+    none is below infinity, infinity and -1): as the tuples ``(worst,
+    row)`` of the chunks compare in Python, from ``(inf, -1)``.
+    """
+    weighted = sample_weight.size > 0
+    loglik = 0.0
+    worst = np.inf
+    worst_row = -1
+    for begin in range(start, stop, size):
+        end = min(begin + size, stop)
+        chunk_weight = sample_weight[begin:end] if weighted else sample_weight[0:0]
+        part, low, row = expanded_chunk(
+            X[begin:end], begin, centre, first, second, z_row, weights,
+            chunk_weight, phi, log_prob, top, total, inverse, floor, product,
+            sums, blocks, gemm, ints,
+        )  # fmt: skip
+        loglik += part
+        if low < worst:
+            worst = low
+            worst_row = row
+    return loglik, worst, worst_row
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
 def nearest_centres(X, centres, labels):  # pragma: no cover - compiled
     """``labels[j]``: the index of the centre (rows of ``centres``, float64)
     nearest to row j of ``X`` (C-contiguous, finite) in squared Euclidean

@@ -150,6 +150,22 @@ def rows_for(X: np.ndarray, rows: slice, dtype: np.dtype) -> np.ndarray:
     return chunk
 
 
+def whole_rows(X: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+    """``X`` as the kernels take it whole, a read-only view (see
+    :func:`rows_for`), where that needs no copy: a C-contiguous NumPy
+    array of ``dtype`` in native byte order. Else None (chunk by chunk)."""
+    if not (
+        isinstance(X, np.ndarray)
+        and X.dtype == dtype
+        and X.dtype.isnative
+        and X.flags.c_contiguous
+    ):
+        return None
+    view = X.view()
+    view.flags.writeable = False
+    return view
+
+
 def warm_up() -> bool:
     """Compile (or load from numba's cache) the kernels for float32 and float64.
 
@@ -203,6 +219,14 @@ def _compile(kernels: ModuleType, dtype: np.dtype) -> None:
         dtype.type(-80.0), np.zeros((3, 2), dtype), sums, np.zeros(2, np.intp),
         gemm, ints,
     )  # fmt: skip
+    # The same rows whole, in chunks of 2 and 1 rows, in one call.
+    rows_sums = np.zeros((3, 2))
+    rows_result = kernels.expanded_rows(
+        X, 0, 3, 2, np.zeros(1, dtype), *pairs, 1, weights.astype(dtype),
+        np.empty(0, dtype), work[:3], work[3:5], work[5], work[6], work[7],
+        dtype.type(-80.0), np.zeros((3, 2), dtype), rows_sums,
+        np.zeros(2, np.intp), gemm, ints,
+    )  # fmt: skip
     # The k-means start's labels: 0.5 is as near 0 as 1 (the first wins).
     labels = np.empty(3, np.int32)
     kernels.nearest_centres(X, np.array([[0.0], [1.0]]), labels)
@@ -215,6 +239,9 @@ def _compile(kernels: ModuleType, dtype: np.dtype) -> None:
     )  # fmt: skip
     if not (
         np.allclose(sums[2], resp_sums, rtol=1e-5)
+        and np.allclose(rows_sums, sums, rtol=1e-5)
+        and np.isclose(rows_result[0], loglik)
+        and rows_result[1:] == (worst, row - 7)
         and np.allclose([loglik, worst], [log_norm.sum(), log_norm.min()])
         and row == 7 + log_norm.argmin()
         and np.array_equal(transposed, wide.T - 1)
