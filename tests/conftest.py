@@ -18,6 +18,16 @@ def blobs() -> np.ndarray:
     return X
 
 
+@pytest.fixture(autouse=True)
+def _kernels_for_their_own_sizes(monkeypatch):
+    """Every test starts with the compiled kernels (where numba is
+    installed) kept to large E-steps, whatever a test before it asked for
+    (``gaussmix._kernels.warm_up(every_size=True)``)."""
+    from gaussmix import _kernels
+
+    monkeypatch.setattr(_kernels, "_every_size", False)
+
+
 @pytest.fixture(params=["by size", "expanded"])
 def e_step_form(request, monkeypatch) -> str:
     """Both forms a fit of few rows may take its E-steps in: as the engine

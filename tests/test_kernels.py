@@ -638,7 +638,8 @@ def test_read_only_and_memory_mapped_data(always, tmp_path):
     np.testing.assert_array_equal(gm_mapped.means_, gm.means_)
 
 
-def test_small_e_steps_and_odd_arrays_use_numpy(compiled):
+def test_small_e_steps_and_odd_arrays_use_numpy(monkeypatch, compiled):
+    monkeypatch.delenv(_kernels.ENV_VAR, raising=False)
     X = np.zeros((10, 3))
     big = _kernels._MIN_VALUES
     assert _kernels.for_e_step(X, big - 1, X.dtype) is None
@@ -649,6 +650,49 @@ def test_small_e_steps_and_odd_arrays_use_numpy(compiled):
     assert _kernels.for_e_step(X.astype(np.float16), big, X.dtype) is None
     assert _kernels.for_e_step(X.astype(">f8"), big, np.dtype(">f8")) is None
     assert _kernels.for_e_step([[0.0]], big, X.dtype) is None
+
+
+def test_e_steps_of_every_size_where_asked_for(monkeypatch, compiled):
+    """After warm_up(every_size=True), or with GAUSSMIX_NUMBA=always, small
+    E-steps run in the kernels too; a plain warm_up leaves the threshold."""
+    monkeypatch.delenv(_kernels.ENV_VAR, raising=False)
+    X = np.zeros((10, 3))
+    small = _kernels._MIN_VALUES - 1
+    assert _kernels.warm_up()
+    assert _kernels.for_e_step(X, small, X.dtype) is None
+    assert "of >=" in _kernels.describe()
+    monkeypatch.setenv(_kernels.ENV_VAR, "Always")
+    assert _kernels.for_e_step(X, small, X.dtype) is compiled
+    monkeypatch.setenv(_kernels.ENV_VAR, "1")
+    assert _kernels.for_e_step(X, small, X.dtype) is None
+    assert _kernels.warm_up(every_size=True)
+    assert _kernels.for_e_step(X, small, X.dtype) is compiled
+    assert "every size" in _kernels.describe()
+    # Still none for arrays numba cannot take as they are.
+    assert _kernels.for_e_step(X.astype(">f8"), small, np.dtype(">f8")) is None
+
+
+def test_a_small_fit_in_the_kernels_agrees_with_numpy(monkeypatch, compiled):
+    """A fit of 3,000 rows (expanded E-steps, one chunk) with every E-step
+    in the kernels, against NumPy's: to rounding, and the kernels did run."""
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(3000, 2)) + 5.0 * rng.integers(3, size=(3000, 1))
+    numpy_only = _fits(X, "full")
+    calls = []
+    rows = compiled.expanded_rows
+    monkeypatch.setattr(
+        compiled, "expanded_rows", lambda *a: calls.append(1) or rows(*a)
+    )
+    assert _kernels.warm_up(every_size=True)
+    ours = _fits(X, "full")
+    assert len(calls) >= 8
+    np.testing.assert_allclose(
+        ours[0].lower_bound_, numpy_only[0].lower_bound_, rtol=1e-12
+    )
+    for name in FITTED:
+        expected = getattr(numpy_only[0], name)
+        atol = 1e-12 * np.abs(expected).max()
+        np.testing.assert_allclose(getattr(ours[0], name), expected, rtol=0, atol=atol)
 
 
 def test_without_numba_or_switched_off_numpy_is_used(never):
@@ -687,7 +731,7 @@ def test_the_package_imports_without_numba():
         "gaussmix.GaussianMixture(2, random_state=0).fit(np.random.rand(500, 2)); "
         "print('numba' in sys.modules)"
     )
-    assert _python(script) == ["False"]
+    assert _python(script, **{_kernels.ENV_VAR: "1"}) == ["False"]
 
 
 # Widths of the transposing copy checked for a CPU without AVX: the loops

@@ -14,8 +14,13 @@ Compiling costs about 5 s per dtype the first time, each dtype on its
 first use (numba caches the machine code on disk; later processes load it
 in about 0.4 s), so the kernels are used only for E-steps of at least
 ``_MIN_VALUES`` feature values, where an iteration takes tens of
-milliseconds or more. Set the environment variable
-``GAUSSMIX_NUMBA=0`` to keep to NumPy.
+milliseconds or more. That cost is the threshold's only reason: a caller
+who pays it up front (``warm_up(every_size=True)``, or the environment
+variable ``GAUSSMIX_NUMBA=always``) has every expanded E-step run by the
+kernels, which are faster than NumPy's calls at any size (case (a) of
+benchmarks/bench_em.py, 100,000 rows of 2 features: about 2x per
+iteration in float64, 3x in float32). Set ``GAUSSMIX_NUMBA=0`` to keep to
+NumPy.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ ENV_VAR = "GAUSSMIX_NUMBA"
 # iteration.
 _MIN_VALUES = 2**24
 
+# Whether the kernels run E-steps of every size (see warm_up).
+_every_size = False
+
 _UNLOADED = object()
 _module: object = _UNLOADED
 # The dtypes the kernels work in, and those compiled (or loaded from numba's
@@ -54,7 +62,7 @@ def _load(dtype: np.dtype | None = None) -> ModuleType | None:
     global _module
     if _module is _UNLOADED:
         _module = None
-        if os.environ.get(ENV_VAR, "1").strip() == "0":
+        if _setting() == "0":
             logger.debug("%s=0: compiled kernels switched off", ENV_VAR)
         else:
             try:
@@ -84,6 +92,14 @@ def _load(dtype: np.dtype | None = None) -> ModuleType | None:
     return _module
 
 
+def _setting() -> str:
+    return os.environ.get(ENV_VAR, "1").strip().lower()
+
+
+def _for_every_size() -> bool:
+    return _every_size or _setting() == "always"
+
+
 @contextmanager
 def switched_off() -> Iterator[None]:
     """Use NumPy only within the block (for side-by-side measurements)."""
@@ -101,11 +117,13 @@ def describe() -> str:
     if _load() is not None:
         import numba
 
+        if _for_every_size():
+            return f"numba {numba.__version__}, on for E-steps of every size"
         return (
             f"numba {numba.__version__}, on for E-steps of >= "
             f"{_MIN_VALUES:,} feature values"
         )
-    if os.environ.get(ENV_VAR, "1").strip() == "0":
+    if _setting() == "0":
         return f"off ({ENV_VAR}=0)"
     return "off (numba is not installed: pip install 'gaussmix[fast]')"
 
@@ -113,12 +131,13 @@ def describe() -> str:
 def for_e_step(X: np.ndarray, n_values: int, dtype: np.dtype) -> ModuleType | None:
     """The compiled kernels for an E-step over ``X``, or None for NumPy.
 
-    None where the E-step is small (``n_values`` feature values), or where
+    None where the E-step is small (``n_values`` feature values) and the
+    kernels are not asked for at every size (:func:`warm_up`), or where
     numba cannot take ``X`` as it is (non-native byte order, not a NumPy
     array). Rows of another dtype than the work arrays' ``dtype`` (float32
     rows expanded in float64) are cast chunk by chunk.
     """
-    if n_values < _MIN_VALUES:
+    if n_values < _MIN_VALUES and not _for_every_size():
         return None
     if not isinstance(X, np.ndarray):
         return None
@@ -166,15 +185,24 @@ def whole_rows(X: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
     return view
 
 
-def warm_up() -> bool:
+def warm_up(every_size: bool = False) -> bool:
     """Compile (or load from numba's cache) the kernels for float32 and float64.
 
     The first large fit in each dtype does this for its own; call it to
     take that cost (about 10 s for both the first time, 0.4 s from the
-    cache) out of a timed or traced section. Returns whether the kernels
-    are available.
+    cache) out of a timed or traced section. With ``every_size``, every
+    expanded E-step of this process runs in the kernels from then on, not
+    only those of at least ``_MIN_VALUES`` values: for many fits of data
+    too small for one fit to repay the loading (the environment variable
+    ``GAUSSMIX_NUMBA=always`` does the same, loading them on first use).
+    Fits then agree with those on NumPy to rounding (1e-13 relative in
+    float64), not bit for bit. Returns whether the kernels are available.
     """
-    return _load() is not None
+    global _every_size
+    loaded = _load() is not None
+    if loaded and every_size:
+        _every_size = True
+    return loaded
 
 
 def _compile(kernels: ModuleType, dtype: np.dtype) -> None:
