@@ -657,13 +657,13 @@ def log_likelihoods(total, top, sample_weight, n):  # pragma: no cover
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def expanded_chunk(
     X,
+    sample_weight,
     first_row,
     centre,
     first,
     second,
     z_row,
     weights,
-    sample_weight,
     phi,
     log_prob,
     top,
@@ -756,34 +756,13 @@ def expanded_chunk(
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def expanded_rows(
-    X,
-    start,
-    stop,
-    size,
-    centre,
-    first,
-    second,
-    z_row,
-    weights,
-    sample_weight,
-    phi,
-    log_prob,
-    top,
-    total,
-    inverse,
-    floor,
-    product,
-    sums,
-    blocks,
-    gemm,
-    ints,
-):  # pragma: no cover - compiled
+def expanded_rows(X, sample_weight, start, stop, size, *work):  # pragma: no cover
     """:func:`expanded_chunk` over rows ``start:stop`` of the whole data
     ``X`` (C-contiguous), chunk after chunk of ``size`` rows, in one call:
     what a worker's task of many chunks did in one call per chunk, with the
     same chunks, sums and order, so bit for bit the same. ``sample_weight``
-    is the whole data's, or empty.
+    is the whole data's, or empty; ``work`` is the rest of
+    :func:`expanded_chunk`'s arguments, from ``centre`` on.
 
     Returns the chunks' log-likelihoods summed in order (float64), and the
     lowest of their worst rows with its row (the first where equal; where
@@ -797,11 +776,7 @@ def expanded_rows(
     for begin in range(start, stop, size):
         end = min(begin + size, stop)
         chunk_weight = sample_weight[begin:end] if weighted else sample_weight[0:0]
-        part, low, row = expanded_chunk(
-            X[begin:end], begin, centre, first, second, z_row, weights,
-            chunk_weight, phi, log_prob, top, total, inverse, floor, product,
-            sums, blocks, gemm, ints,
-        )  # fmt: skip
+        part, low, row = expanded_chunk(X[begin:end], chunk_weight, begin, *work)
         loglik += part
         if low < worst:
             worst = low

@@ -668,6 +668,28 @@ def _grouped_product(phi: Array, resp: Array, groups: int) -> Array:
     return product
 
 
+def _kernel_work(expansion: _Expansion, buffers: _ChunkBuffers, sums: Array) -> tuple:
+    """The compiled chunk's arguments from the centre on (see
+    :func:`gaussmix._compiled.expanded_chunk`): the expansion, the work
+    arrays and ``sums``, which the chunk adds into."""
+    return (
+        expansion.centre,
+        *expansion.pairs,
+        buffers.start,
+        expansion.weights,
+        buffers.phi,
+        buffers.log_prob,
+        buffers.top,
+        buffers.total,
+        buffers.inverse,
+        buffers.floor[0],
+        buffers.product,
+        sums,
+        buffers.blocks,
+        *buffers.gemm,
+    )
+
+
 def _compiled_chunk_statistics(
     X: Array,
     sample_weight: Array | None,
@@ -682,22 +704,9 @@ def _compiled_chunk_statistics(
     weights = buffers.no_weights if sample_weight is None else sample_weight[rows]
     loglik_sum, worst, row = kernels.expanded_chunk(
         _kernels.rows_for(X, rows, expansion.weights.dtype),
-        rows.start,
-        expansion.centre,
-        *expansion.pairs,
-        buffers.start,
-        expansion.weights,
         np.ascontiguousarray(weights),
-        buffers.phi,
-        buffers.log_prob,
-        buffers.top,
-        buffers.total,
-        buffers.inverse,
-        buffers.floor[0],
-        buffers.product,
-        sums,
-        buffers.blocks,
-        *buffers.gemm,
+        rows.start,
+        *_kernel_work(expansion, buffers, sums),
     )
     return _Partial(sums, loglik_sum, (worst, row))
 
@@ -722,24 +731,11 @@ def _compiled_rows_statistics(
     weights = buffers.no_weights if sample_weight is None else sample_weight
     loglik_sum, worst, row = kernels.expanded_rows(
         X,
+        np.ascontiguousarray(weights),
         rows.start,
         rows.stop,
         size,
-        expansion.centre,
-        *expansion.pairs,
-        buffers.start,
-        expansion.weights,
-        np.ascontiguousarray(weights),
-        buffers.phi,
-        buffers.log_prob,
-        buffers.top,
-        buffers.total,
-        buffers.inverse,
-        buffers.floor[0],
-        buffers.product,
-        sums,
-        buffers.blocks,
-        *buffers.gemm,
+        *_kernel_work(expansion, buffers, sums),
     )
     return _Partial(sums, loglik_sum, (worst, row))
 

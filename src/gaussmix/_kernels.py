@@ -241,20 +241,20 @@ def _compile(kernels: ModuleType, dtype: np.dtype) -> None:
     transposed = np.zeros((9, 10), dtype)
     kernels.centre_transposed(wide, np.ones(9, dtype), transposed, 0)
     kernels.quadratic(*pairs, work[:3], 1, 3)
-    loglik, worst, row = kernels.expanded_chunk(
-        X, 7, np.zeros(1, dtype), *pairs, 1, weights.astype(dtype),
-        np.empty(0, dtype), work[:3], work[3:5], work[5], work[6], work[7],
-        dtype.type(-80.0), np.zeros((3, 2), dtype), sums, np.zeros(2, np.intp),
-        gemm, ints,
-    )  # fmt: skip
+
+    def chunk_work(sums: np.ndarray) -> tuple:
+        """expanded_chunk's arguments from the centre on."""
+        return (
+            np.zeros(1, dtype), *pairs, 1, weights.astype(dtype), work[:3],
+            work[3:5], work[5], work[6], work[7], dtype.type(-80.0),
+            np.zeros((3, 2), dtype), sums, np.zeros(2, np.intp), gemm, ints,
+        )  # fmt: skip
+
+    no_weights = np.empty(0, dtype)
+    loglik, worst, row = kernels.expanded_chunk(X, no_weights, 7, *chunk_work(sums))
     # The same rows whole, in chunks of 2 and 1 rows, in one call.
     rows_sums = np.zeros((3, 2))
-    rows_result = kernels.expanded_rows(
-        X, 0, 3, 2, np.zeros(1, dtype), *pairs, 1, weights.astype(dtype),
-        np.empty(0, dtype), work[:3], work[3:5], work[5], work[6], work[7],
-        dtype.type(-80.0), np.zeros((3, 2), dtype), rows_sums,
-        np.zeros(2, np.intp), gemm, ints,
-    )  # fmt: skip
+    rows_result = kernels.expanded_rows(X, no_weights, 0, 3, 2, *chunk_work(rows_sums))
     # The k-means start's labels: 0.5 is as near 0 as 1 (the first wins).
     labels = np.empty(3, np.int32)
     kernels.nearest_centres(X, np.array([[0.0], [1.0]]), labels)
