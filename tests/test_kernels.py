@@ -695,6 +695,79 @@ def test_a_small_fit_in_the_kernels_agrees_with_numpy(monkeypatch, compiled):
         np.testing.assert_allclose(getattr(ours[0], name), expected, rtol=0, atol=atol)
 
 
+def test_every_size_within_a_block_of_this_thread_only(monkeypatch, compiled):
+    """every_size() holds for its block, nested or not, and not for another
+    thread running meanwhile; every_size(False) adds nothing."""
+    import threading
+
+    monkeypatch.delenv(_kernels.ENV_VAR, raising=False)
+    X = np.zeros((10, 3))
+    small = _kernels._MIN_VALUES - 1
+    seen = []
+    inside, done = threading.Event(), threading.Event()
+
+    def other_thread():
+        inside.wait()
+        seen.append(_kernels.for_e_step(X, small, X.dtype))
+        done.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    with _kernels.every_size(False):
+        assert _kernels.for_e_step(X, small, X.dtype) is None
+    with _kernels.every_size():
+        assert _kernels.for_e_step(X, small, X.dtype) is compiled
+        with _kernels.every_size(False):  # does not switch the outer off
+            assert _kernels.for_e_step(X, small, X.dtype) is compiled
+        inside.set()
+        done.wait(10)
+    thread.join()
+    assert seen == [None]
+    assert _kernels.for_e_step(X, small, X.dtype) is None
+
+
+def test_a_selection_of_many_fits_runs_them_in_the_kernels(monkeypatch, compiled):
+    """GaussianMixtureIC over enough rows x fits runs every E-step compiled
+    and chooses as on NumPy, its criteria to rounding; Old Faithful's
+    default selection (272 rows x 108 fits) stays on NumPy."""
+    from gaussmix import GaussianMixtureIC
+    from gaussmix.datasets import load_faithful
+
+    monkeypatch.delenv(_kernels.ENV_VAR, raising=False)
+    calls = []
+    rows = compiled.expanded_rows
+    monkeypatch.setattr(
+        compiled, "expanded_rows", lambda *a: calls.append(1) or rows(*a)
+    )
+    GaussianMixtureIC(random_state=0).fit(load_faithful().data)
+    assert not calls
+    assert not _kernels.repays_loading(272, 108)
+    assert _kernels.repays_loading(_kernels._MANY_FITS_ROWS // 8, 8)
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(4000, 2)) * [1.0, 0.3]
+    X += 4.0 * rng.integers(3, size=(4000, 1))
+    selector = dict(n_components=[2, 3, 4], covariance_type=["full", "diag"],
+                    n_init=2, random_state=0)  # fmt: skip
+    assert _kernels.repays_loading(4000, 12) is False
+    monkeypatch.setattr(_kernels, "_MANY_FITS_ROWS", 4000 * 12)
+    ours = GaussianMixtureIC(**selector).fit(X)
+    assert calls  # the kernels did run
+    monkeypatch.setattr(_kernels, "_module", None)
+    numpy_only = GaussianMixtureIC(**selector).fit(X)
+    assert ours.best_params_ == numpy_only.best_params_
+    for name in ("log_likelihood", "bic", "aic", "icl"):
+        np.testing.assert_allclose(
+            ours.criteria_[name], numpy_only.criteria_[name], rtol=1e-9
+        )
+    np.testing.assert_array_equal(
+        ours.criteria_["n_iter"], numpy_only.criteria_["n_iter"]
+    )
+    # And the process is as it was: small E-steps on NumPy again.
+    monkeypatch.setattr(_kernels, "_module", compiled)
+    assert _kernels.for_e_step(X, 10, X.dtype) is None
+
+
 def test_without_numba_or_switched_off_numpy_is_used(never):
     assert not _kernels.warm_up()
     assert not _kernels.warm_up()
