@@ -165,7 +165,8 @@ def for_e_step(X: np.ndarray, n_values: int, dtype: np.dtype) -> ModuleType | No
     """The compiled kernels for an E-step over ``X``, or None for NumPy.
 
     None where the E-step is small (``n_values`` feature values) and the
-    kernels are not asked for at every size (:func:`warm_up`), or where
+    kernels are not asked for at every size (:func:`warm_up`,
+    :func:`every_size`, ``GAUSSMIX_NUMBA=always``), or where
     numba cannot take ``X`` as it is (non-native byte order, not a NumPy
     array). Rows of another dtype than the work arrays' ``dtype`` (float32
     rows expanded in float64) are cast chunk by chunk.
