@@ -2,6 +2,7 @@
 bit for bit, the responsibilities to a few units in the last place (the
 kernels' own exp)."""
 
+import dataclasses
 import math
 import os
 import platform
@@ -15,6 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from gaussmix import GaussianMixture, _em, _kernels
 from gaussmix._covariance import get_covariance
+from gaussmix._errors import DegenerateCovarianceError, DegenerateDataWarning
 from helpers import COVARIANCE_TYPES, start_params
 
 DTYPES = (np.float64, np.float32)
@@ -956,3 +958,225 @@ def test_float32_rows_are_expanded_in_float64_where_float32_would_lose_digits(
         _em.log_density(X32.astype(np.float64), params, strategy),
         rtol=1e-6,
     )
+
+
+def _fitted_params(X, n_components, covariance_type, max_iter=3):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = GaussianMixture(
+            n_components,
+            covariance_type=covariance_type,
+            max_iter=max_iter,
+            random_state=0,
+        ).fit(X)
+    return _em.Params(
+        model.weights_, model.means_, model.covariances_, model.precisions_cholesky_
+    )
+
+
+def _correlated_rows(n_features, seed=0, n=600):
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(n_features, n_features)) + 2.0 * np.eye(n_features)
+    return rng.normal(size=(n, n_features)) @ mixing + 3.0
+
+
+SMALL_SHAPES = [(1, 1), (1, 3), (2, 3), (3, 1), (5, 4), (16, 16)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+@pytest.mark.parametrize(("n_features", "n_components"), SMALL_SHAPES)
+def test_the_compiled_expansion_agrees_with_numpy(
+    compiled, dtype, covariance_type, n_features, n_components
+):
+    """The expanded E-step's weights in one compiled call, against NumPy's
+    calls: the centre and features' pairs the same, the weights to
+    rounding (one unit in the last place of float32)."""
+    X = _correlated_rows(n_features)
+    params = _fitted_params(X, n_components, covariance_type)
+    strategy = get_covariance(covariance_type)
+    dtype = np.dtype(dtype)
+    expected = _em._working_expansion(dtype, params, strategy)
+    made = _em._compiled_expansion(compiled, dtype, params, strategy)
+    via_kernels = _em._working_expansion(dtype, params, strategy, kernels=compiled)
+    assert expected is not None
+    if expected.weights.dtype != dtype:
+        # float32 rows of 16 correlated features are expanded in float64:
+        # the compiled call leaves that to NumPy.
+        assert made is None
+        np.testing.assert_array_equal(via_kernels.weights, expected.weights)
+        return
+    assert made is not None
+    assert made.weights.dtype == dtype
+    assert made.n_quadratic == expected.n_quadratic
+    for ours, theirs in [
+        (made.centre, expected.centre),
+        (made.centre64, expected.centre64),
+        *zip(made.pairs, expected.pairs, strict=True),
+    ]:
+        np.testing.assert_array_equal(ours, theirs)
+    rtol = 1e-12 if dtype == np.float64 else float(np.finfo(np.float32).eps)
+    scale = np.maximum(1.0, np.abs(expected.weights.astype(np.float64)))
+    error = np.abs(made.weights.astype(np.float64) - expected.weights) / scale
+    assert error.max() <= rtol
+    # And the E-step on the way: the compiled call where asked for.
+    np.testing.assert_array_equal(via_kernels.weights, made.weights)
+
+
+def test_the_compiled_expansion_leaves_the_hard_cases_to_numpy(monkeypatch, compiled):
+    """Where the expansion in the data's dtype would lose digits (a
+    component far from the centre for float32, correlated features), or
+    for other covariances and many features, the compiled call gives
+    None and the NumPy path decides as it does: float64 work for float32
+    rows, or exact differences."""
+    X = _correlated_rows(2)
+    strategy = get_covariance("full")
+    params = _fitted_params(X, 2, "full")
+    far = params._replace(means=params.means + np.array([[0.0, 0.0], [5e3, 0.0]]))
+    float32 = np.dtype(np.float32)
+    assert _em._compiled_expansion(compiled, float32, far, strategy) is None
+    numpy_way = _em._working_expansion(float32, far, strategy)
+    assert numpy_way is not None and numpy_way.weights.dtype == np.float64
+    via_kernels = _em._working_expansion(float32, far, strategy, kernels=compiled)
+    np.testing.assert_array_equal(via_kernels.weights, numpy_way.weights)
+    # Correlated beyond float32's conditioning tolerance.
+    thin = params._replace(
+        covariances=params.covariances * np.array([1.0, 1e-6])[None, :, None]
+    )
+    monkeypatch.setattr(
+        _em, "_CONDITIONING_TOLERANCE", dict(_em._CONDITIONING_TOLERANCE)
+    )
+    _em._CONDITIONING_TOLERANCE[float32] = 0.0
+    assert _em._compiled_expansion(compiled, float32, thin, strategy) is None
+    monkeypatch.undo()
+    # A weight of zero: log 0 makes the weights infinite.
+    empty = params._replace(weights=np.array([1.0, 0.0]))
+    assert (
+        _em._compiled_expansion(compiled, np.dtype(np.float64), empty, strategy) is None
+    )
+    assert _em._working_expansion(np.dtype(np.float64), empty, strategy) is None
+    diag = _fitted_params(X, 2, "diag")
+    assert (
+        _em._compiled_expansion(compiled, float32, diag, get_covariance("diag")) is None
+    )
+    wide = _fitted_params(_correlated_rows(17), 2, "full")
+    assert _em._compiled_expansion(compiled, float32, wide, strategy) is None
+
+
+def _statistics(X, params, covariance_type):
+    return _em.e_step(X, None, params, get_covariance(covariance_type))
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+@pytest.mark.parametrize(("n_features", "n_components"), SMALL_SHAPES)
+def test_the_compiled_m_step_agrees_with_numpy(
+    compiled, covariance_type, n_features, n_components
+):
+    """The M-step of full and tied covariances in one compiled call, against
+    NumPy's: means, covariances and weights to rounding, the precisions'
+    Cholesky factors to rounding times their condition, counts equal."""
+    X = _correlated_rows(n_features)
+    strategy = get_covariance(covariance_type)
+    stats = _statistics(
+        X, _fitted_params(X, n_components, covariance_type), covariance_type
+    )
+    eps = float(np.finfo(np.float64).eps)
+    floor = np.full(n_features, 1e-6)
+    expected, expected_counts = _em.m_step(stats, strategy, 1e-6, floor, eps)
+    made = _em._compiled_m_step(compiled, stats, strategy, 1e-6, eps)
+    assert made is not None
+    params, counts = made
+    np.testing.assert_array_equal(counts, expected_counts)
+    via_kernels = _em.m_step(stats, strategy, 1e-6, floor, eps, compiled)[0]
+    for ours, theirs in zip(via_kernels, params, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs, rtol in zip(
+        params, expected, [1e-15, 1e-14, 1e-14, 1e-11], strict=True
+    ):
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(
+            ours, theirs, rtol=0, atol=rtol * np.abs(theirs).max()
+        )
+    # The factors are upper triangular, and invert the covariances.
+    factors = params.precisions_cholesky.reshape(-1, n_features, n_features)
+    covariances = params.covariances.reshape(-1, n_features, n_features)
+    for factor, covariance in zip(factors, covariances, strict=True):
+        np.testing.assert_array_equal(factor, np.triu(factor))
+        np.testing.assert_allclose(
+            covariance @ factor @ factor.T, np.eye(n_features), atol=1e-9
+        )
+
+
+def test_the_compiled_m_step_leaves_degenerate_components_to_numpy(compiled):
+    """An emptied component (re-seeded) and a collapsed covariance (healed
+    or an error): the compiled call gives None, and the M-step asked to use
+    the kernels does what NumPy's does, warnings included."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 2))
+    strategy = get_covariance("full")
+    params = _fitted_params(X, 2, "full")
+    stats = _statistics(X, params, "full")
+    eps = float(np.finfo(np.float64).eps)
+    floor = np.full(2, 1e-6)
+    emptied = dataclasses.replace(
+        stats,
+        resp_sum=np.array([stats.resp_sum.sum(), 0.0]),
+        diff_sum=np.vstack([stats.diff_sum.sum(axis=0), np.zeros(2)]),
+        scatter=np.stack([stats.scatter.sum(axis=0), np.zeros((2, 2))]),
+    )
+    assert _em._compiled_m_step(compiled, emptied, strategy, 1e-6, eps) is None
+    with pytest.warns(DegenerateDataWarning, match="re-seeded"):
+        via_kernels = _em.m_step(emptied, strategy, 1e-6, floor, eps, compiled)
+    with pytest.warns(DegenerateDataWarning, match="re-seeded"):
+        numpy_way = _em.m_step(emptied, strategy, 1e-6, floor, eps)
+    for ours, theirs in zip(via_kernels[0], numpy_way[0], strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    # A component on one point: its covariance is zero but for reg_covar=0.
+    collapsed = dataclasses.replace(
+        stats,
+        scatter=stats.scatter * np.array([1.0, 0.0])[:, None, None],
+        diff_sum=stats.diff_sum * np.array([[1.0], [0.0]]),
+    )
+    assert _em._compiled_m_step(compiled, collapsed, strategy, 0.0, eps) is None
+    with pytest.warns(DegenerateDataWarning, match="collapsed"):
+        healed = _em.m_step(collapsed, strategy, 0.0, floor, eps, compiled)
+    with pytest.warns(DegenerateDataWarning, match="collapsed"):
+        numpy_healed = _em.m_step(collapsed, strategy, 0.0, floor, eps)
+    for ours, theirs in zip(healed[0], numpy_healed[0], strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    with pytest.raises(DegenerateCovarianceError):
+        _em.m_step(collapsed, strategy, 0.0, np.zeros(2), eps, compiled)
+    # Other covariance types are NumPy's.
+    diag_stats = _statistics(X, _fitted_params(X, 2, "diag"), "diag")
+    diag = get_covariance("diag")
+    assert _em._compiled_m_step(compiled, diag_stats, diag, 1e-6, eps) is None
+
+
+def test_parameter_steps_compiled_where_the_kernels_run_every_size(
+    monkeypatch, compiled
+):
+    """The M-step and the expansion are compiled only where every size is
+    asked for (a fit's own choice, not what ran before it), and a fit then
+    runs them there: each once per iteration."""
+    monkeypatch.delenv(_kernels.ENV_VAR, raising=False)
+    assert _kernels.for_parameters(np.float64) is None
+    with _kernels.every_size():
+        assert _kernels.for_parameters(np.float32) is compiled
+        assert _kernels.for_parameters(np.dtype(">f8")) is None
+    calls = {"dense_m_step": 0, "dense_expansion": 0}
+    for name in calls:
+        function = getattr(compiled, name)
+
+        def counted(*args, name=name, function=function):
+            calls[name] += 1
+            return function(*args)
+
+        monkeypatch.setattr(compiled, name, counted)
+    X = _correlated_rows(2, n=3000)
+    params = start_params(X, 3, "tied")
+    with pytest.warns(ConvergenceWarning):
+        GaussianMixture(3, covariance_type="tied", max_iter=5, tol=0, **params).fit(X)
+    assert calls == {"dense_m_step": 0, "dense_expansion": 0}
+    with _kernels.every_size(), pytest.warns(ConvergenceWarning):
+        GaussianMixture(3, covariance_type="tied", max_iter=5, tol=0, **params).fit(X)
+    assert calls == {"dense_m_step": 5, "dense_expansion": 5}

@@ -903,3 +903,199 @@ def label_sums(X, labels, sample_weight, shift, first, second, sums):
             for t in range(stop - start):
                 total += w[t] * a[t] * b[t]
             sums[k, q] += total
+
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@njit(inline="always")
+def _larger(a, b):  # pragma: no cover - compiled
+    """The larger of two floats, NaN where either is."""
+    if a != a or b != b:
+        return np.nan
+    return b if b > a else a
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def dense_expansion(
+    weights, means, covariances, factors, centre, rounded, out
+):  # pragma: no cover - compiled
+    """The expanded E-step's weights of full (K factors) or tied (one)
+    covariances, with the two numbers that decide whether they may be used,
+    in one call: what ``CovarianceStrategy.conditioning``,
+    ``expansion_error_bound`` and ``expanded_weights`` of
+    ``gaussmix._covariance`` give, to rounding, in some forty NumPy calls
+    on K x D x D arrays.
+
+    ``factors`` (upper ``L_k``, ``L_k L_k^T = P_k``) and ``covariances``
+    are F x D x D, F = K or 1; ``centre`` is the mixture's mean, about
+    which the conditioning is taken, ``rounded`` the same in the data's
+    dtype (as float64), about which the weights are. ``out`` (K x (Q + D +
+    1), float64) takes, per component, the quadratic features' weights
+    (upper triangle of ``-P_k/2``, doubled off the diagonal, diagonal by
+    diagonal), ``P_k a_k`` with ``a_k = mu_k - rounded``, and ``log w_k +
+    log|L_k| - D log(2 pi)/2 - |a_k^T L_k|^2/2``.
+
+    Returns the conditioning ``max_k sum_d (C_k,dd + (mu_k,d - c_d)^2)
+    P_k,dd`` and the bound ``max_k |a_k|^2 ||L_k||_F^2`` (NaN where any
+    term is NaN).
+    """
+    n_components, n_features = means.shape
+    n_quadratic = out.shape[1] - n_features - 1
+    whitened = np.empty(n_features)
+    offset = np.empty(n_features)
+    conditioning = 0.0
+    bound = 0.0
+    for k in range(n_components):
+        f = k if factors.shape[0] > 1 else 0
+        factor = factors[f]
+        covariance = covariances[f]
+        spread = 0.0
+        squares = 0.0
+        distance = 0.0
+        for d in range(n_features):
+            row = 0.0
+            for j in range(n_features):
+                row += factor[d, j] * factor[d, j]
+            squares += row
+            a = means[k, d] - centre[d]
+            spread += (covariance[d, d] + a * a) * row
+            offset[d] = means[k, d] - rounded[d]
+            distance += offset[d] * offset[d]
+        conditioning = _larger(conditioning, spread)
+        bound = _larger(bound, distance * squares)
+        norm = 0.0
+        for j in range(n_features):
+            total = 0.0
+            for i in range(n_features):
+                total += offset[i] * factor[i, j]
+            whitened[j] = total
+            norm += total * total
+        for i in range(n_features):
+            total = 0.0
+            for j in range(n_features):
+                total += factor[i, j] * whitened[j]
+            out[k, n_quadratic + i] = total
+        q = 0
+        for diagonal in range(n_features):
+            coefficient = -0.5 if diagonal == 0 else -1.0
+            for i in range(n_features - diagonal):
+                j = i + diagonal
+                total = 0.0
+                for m in range(n_features):
+                    total += factor[i, m] * factor[j, m]
+                out[k, q] = coefficient * total
+                q += 1
+        log_det = 0.0
+        for d in range(n_features):
+            log_det += math.log(factor[d, d])
+        out[k, n_quadratic + n_features] = (
+            math.log(weights[k]) + log_det - 0.5 * n_features * _LOG_2PI - 0.5 * norm
+        )
+    return conditioning, bound
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def dense_m_step(
+    shift,
+    resp_sum,
+    diff_sum,
+    scatter,
+    weight_sum,
+    small,
+    reg_covar,
+    means,
+    covariances,
+    factors,
+    weights,
+):  # pragma: no cover - compiled
+    """The M-step of full (``covariances`` K x D x D) or tied (1 x D x D)
+    covariances from the statistics about ``shift`` (K x D), as
+    ``gaussmix._em.m_step`` makes it with NumPy, to rounding: ``means``,
+    ``covariances`` (``reg_covar`` on their diagonals), the upper
+    triangular ``factors`` of their inverses (``U U^T = C^-1``, ``U =
+    L^-T`` for the Cholesky factor ``L`` of ``C``) and ``weights``, the
+    effective counts ``resp_sum + small`` normalised.
+
+    Returns -1 where it made them; else, with the outputs unfinished, -2
+    where a component holds no more than ``small * weight_sum`` of the
+    weight, or the first covariance (0: the tied one) that is not positive
+    definite or whose factor is not finite: the NumPy path's cases (a
+    component re-seeded, a covariance healed, or an error).
+    """
+    n_components, n_features = shift.shape
+    tied = covariances.shape[0] == 1
+    delta = np.empty((n_components, n_features))
+    counts = np.empty(n_components)
+    total = 0.0
+    for k in range(n_components):
+        if resp_sum[k] <= small * weight_sum:
+            return -2
+        counts[k] = resp_sum[k] + small
+        total += counts[k]
+        for d in range(n_features):
+            delta[k, d] = diff_sum[k, d] / counts[k]
+            means[k, d] = shift[k, d] + delta[k, d]
+    if tied:
+        covariances[0] = 0.0
+    for k in range(n_components):
+        out = covariances[0] if tied else covariances[k]
+        for i in range(n_features):
+            for j in range(n_features):
+                a = scatter[k, i, j] - resp_sum[k] * (delta[k, i] * delta[k, j])
+                b = scatter[k, j, i] - resp_sum[k] * (delta[k, j] * delta[k, i])
+                if tied:
+                    out[i, j] += 0.5 * (a + b)
+                else:
+                    out[i, j] = 0.5 * (a + b) / counts[k]
+    for f in range(covariances.shape[0]):
+        covariance = covariances[f]
+        if tied:
+            for i in range(n_features):
+                for j in range(n_features):
+                    covariance[i, j] /= total
+        for d in range(n_features):
+            covariance[d, d] += reg_covar
+        if not _inverse_cholesky(covariance, factors[f]):
+            return f
+    for k in range(n_components):
+        weights[k] = counts[k] / total
+    return -1
+
+
+@njit(inline="always")
+def _inverse_cholesky(covariance, factor):  # pragma: no cover - compiled
+    """``factor = L^-T`` (upper triangular) for the lower Cholesky factor
+    ``L`` of ``covariance``, column by column (LAPACK's unblocked
+    ``potf2``, then ``trti2``: at most some tens of features here, where
+    LAPACK's blocking does not start). False where ``covariance`` is not
+    positive definite (a pivot not above zero, or NaN) or the inverse is
+    not finite."""
+    n = covariance.shape[0]
+    lower = np.zeros((n, n))
+    for j in range(n):
+        pivot = covariance[j, j]
+        for m in range(j):
+            pivot -= lower[j, m] * lower[j, m]
+        if not pivot > 0.0:
+            return False
+        lower[j, j] = math.sqrt(pivot)
+        for i in range(j + 1, n):
+            value = covariance[i, j]
+            for m in range(j):
+                value -= lower[i, m] * lower[j, m]
+            lower[i, j] = value / lower[j, j]
+    factor[:, :] = 0.0
+    for j in range(n):
+        factor[j, j] = 1.0 / lower[j, j]
+        for i in range(j + 1, n):
+            value = 0.0
+            for m in range(j, i):
+                value += lower[i, m] * factor[j, m]
+            # factor holds inv(L) transposed: factor[j, i] = inv(L)[i, j].
+            factor[j, i] = -value / lower[i, i]
+    for i in range(n):
+        for j in range(n):
+            if not math.isfinite(factor[i, j]):
+                return False
+    return True

@@ -201,6 +201,11 @@ _BOUND_MARGIN = 1.0 + 2.0**-20
 # The benchmark's cases are at 6.5e-5 ((d), 64 features) and below in
 # float32; fits of Old Faithful (full, tied) at 4e-6, of the diabetes,
 # acidity and galaxies data sets at 5e-5 and below.
+# Features up to which the compiled kernels make the expansion of full and
+# tied covariances (_compiled_expansion): its loops are K D^3 multiply-adds,
+# where NumPy's batched products take BLAS from D of some tens.
+_COMPILED_EXPANSION_FEATURES = 16
+
 _CONDITIONING_TOLERANCE: dict[np.dtype, float] = {
     np.dtype(np.float64): 2.0**-24,
     np.dtype(np.float32): 2.0**-11,
@@ -412,6 +417,7 @@ def _working_expansion(
     params: Params,
     strategy: CovarianceStrategy,
     tolerances: dict[np.dtype, float] = _CONDITIONING_TOLERANCE,
+    kernels: ModuleType | None = None,
 ) -> _Expansion | None:
     """The expanded form for rows of ``dtype``: in that dtype, else in
     float64 (float32 rows whose expansion would lose too many digits in
@@ -422,8 +428,17 @@ def _working_expansion(
     Expanded in float64, float32 rows cost about what float64 rows do, where
     exact differences cost 10-40x that (cases (c) and (e) of
     benchmarks/bench_em.py).
+
+    With the compiled ``kernels`` (the E-step's, see
+    :func:`_compiled_expansion`), the expansion in ``dtype`` is made in one
+    compiled call where it holds; otherwise, and for other ``tolerances``,
+    as here.
     """
     dtype = np.dtype(dtype)
+    if kernels is not None and tolerances is _CONDITIONING_TOLERANCE:
+        expansion = _compiled_expansion(kernels, dtype, params, strategy)
+        if expansion is not None:
+            return expansion
     float64 = np.dtype(np.float64)
     for work in (dtype,) if dtype == float64 else (dtype, float64):
         if _sums_hold(work, params, strategy, about_means=False, tolerances=tolerances):
@@ -431,6 +446,68 @@ def _working_expansion(
             if expansion is not None:
                 return expansion
     return None
+
+
+def _compiled_parameters(strategy: CovarianceStrategy, n_features: int) -> bool:
+    """Whether the compiled kernels make the parameter steps (the expansion
+    and the M-step) of ``strategy``: full and tied covariances of at most
+    ``_COMPILED_EXPANSION_FEATURES`` features."""
+    return (
+        strategy.name in ("full", "tied") and n_features <= _COMPILED_EXPANSION_FEATURES
+    )
+
+
+def _compiled_expansion(
+    kernels: ModuleType,
+    dtype: np.dtype,
+    params: Params,
+    strategy: CovarianceStrategy,
+) -> _Expansion | None:
+    """:func:`_expansion` in ``dtype`` of full or tied covariances of at
+    most ``_COMPILED_EXPANSION_FEATURES`` features, where
+    :func:`_sums_hold` and the rounding bound of :func:`_expansion_holds`
+    pass it: their numbers and the weights in one compiled call
+    (:func:`gaussmix._compiled.dense_expansion`), the same to rounding.
+    Else None, for the NumPy path to decide as it does (float64 work, the
+    error itself, or exact differences).
+
+    The NumPy path's forty-odd calls on K x D x D arrays were 75-80 us of
+    a 0.5-1.1 ms iteration of case (a) of benchmarks/bench_em.py; the call
+    takes about 5.
+    """
+    n_components, n_features = params.means.shape
+    if not _compiled_parameters(strategy, n_features):
+        return None
+    exact_centre = params.weights @ params.means
+    centre = exact_centre.astype(dtype)
+    centre64 = centre.astype(np.float64)
+    shape = (-1, n_features, n_features)
+    n_quadratic = strategy.n_quadratic(n_features)
+    weights = np.empty((n_components, n_quadratic + n_features + 1))
+    conditioning, bound = kernels.dense_expansion(
+        np.ascontiguousarray(params.weights, np.float64),
+        np.ascontiguousarray(params.means, np.float64),
+        np.ascontiguousarray(params.covariances, np.float64).reshape(shape),
+        np.ascontiguousarray(params.precisions_cholesky, np.float64).reshape(shape),
+        exact_centre,
+        centre64,
+        weights,
+    )
+    eps = float(np.finfo(dtype).eps)
+    if not (
+        eps * conditioning <= _CONDITIONING_TOLERANCE[dtype]
+        and eps * bound * _BOUND_MARGIN <= _EXPANSION_TOLERANCE[dtype]
+        and np.isfinite(weights).all()
+    ):
+        return None
+    first, second = strategy.quadratic_pairs(n_features)
+    return _Expansion(
+        weights.astype(dtype),
+        centre,
+        centre64,
+        n_quadratic,
+        (np.ascontiguousarray(first, np.intp), np.ascontiguousarray(second, np.intp)),
+    )
 
 
 def _sums_hold(
@@ -1138,7 +1215,10 @@ def e_step(
     differences for the M-step's sums while still in cache. Either way they
     depend only on ``params`` and the rows, so statistics of row blocks add.
     """
-    expansion = None if exact else _working_expansion(X.dtype, params, strategy)
+    expansion = None
+    if not exact:
+        kernels = _kernels.for_parameters(X.dtype)
+        expansion = _working_expansion(X.dtype, params, strategy, kernels=kernels)
     if expansion is not None:
         return _expanded_e_step(X, sample_weight, expansion, strategy, chunk_size)
     n_components, n_features = params.means.shape
@@ -1320,6 +1400,7 @@ def m_step(
     reg_covar: float,
     variance_floor: Array,
     eps: float,
+    kernels: ModuleType | None = None,
 ) -> tuple[Params, Array]:
     """New parameters from statistics, healing degenerate components.
 
@@ -1338,6 +1419,11 @@ def m_step(
     eps : float
         Machine epsilon of the data's dtype: ``10 * eps`` is added to the
         effective counts, as scikit-learn does, so none is zero.
+    kernels : module or None
+        The compiled kernels (:func:`gaussmix._kernels.for_parameters`):
+        full and tied covariances of a few features are then made in one
+        compiled call (:func:`_compiled_m_step`), where no component needs
+        re-seeding or healing.
 
     Returns
     -------
@@ -1345,6 +1431,10 @@ def m_step(
     counts : ndarray of shape (n_components,)
         The effective counts, ``10 * eps`` included, before normalisation.
     """
+    if kernels is not None:
+        made = _compiled_m_step(kernels, stats, strategy, reg_covar, eps)
+        if made is not None:
+            return made
     counts = stats.resp_sum + 10.0 * eps
     delta = stats.diff_sum / counts[:, None]
     means = stats.shift + delta
@@ -1370,6 +1460,50 @@ def m_step(
     )
     weights = counts / counts.sum()
     return Params(weights, means, covariances, prec_chol), counts
+
+
+def _compiled_m_step(
+    kernels: ModuleType,
+    stats: SufficientStatistics,
+    strategy: CovarianceStrategy,
+    reg_covar: float,
+    eps: float,
+) -> tuple[Params, Array] | None:
+    """:func:`m_step` of full or tied covariances of at most
+    ``_COMPILED_EXPANSION_FEATURES`` features in one compiled call
+    (:func:`gaussmix._compiled.dense_m_step`), the same to rounding; None
+    where a component must be re-seeded or its covariance healed (or an
+    error raised), or for other covariances, which the NumPy path does.
+
+    NumPy's M-step of case (a) of benchmarks/bench_em.py (3 components, 2
+    features) took 35-45 us, its precision factors 17-20 of them, of an
+    iteration of 0.5-1.1 ms; the call takes about 5.
+    """
+    n_components, n_features = stats.diff_sum.shape
+    if not _compiled_parameters(strategy, n_features):
+        return None
+    shape = strategy.param_shape(n_components, n_features)
+    means = np.empty((n_components, n_features))
+    covariances = np.empty(shape)
+    factors = np.empty(shape)
+    weights = np.empty(n_components)
+    square = (-1, n_features, n_features)
+    status = kernels.dense_m_step(
+        np.ascontiguousarray(stats.shift, np.float64),
+        np.ascontiguousarray(stats.resp_sum, np.float64),
+        np.ascontiguousarray(stats.diff_sum, np.float64),
+        np.ascontiguousarray(stats.scatter, np.float64),
+        float(stats.weight_sum),
+        10.0 * eps,
+        float(reg_covar),
+        means,
+        covariances.reshape(square),
+        factors.reshape(square),
+        weights,
+    )
+    if status != -1:
+        return None
+    return Params(weights, means, covariances, factors), stats.resp_sum + 10.0 * eps
 
 
 def _precision_cholesky_healed(
@@ -1445,6 +1579,7 @@ def em(
     # float32: the rounding bound at which the expansion was last measured
     # and found fine for tol (see below).
     trusted_noise = 0.0
+    kernels = _kernels.for_parameters(dtype)
     for n_iter in range(1, max_iter + 1):
         previous = lower_bound
         stats = step(params, exact)
@@ -1455,7 +1590,7 @@ def em(
                 "the computation. Scale the input data (for instance with "
                 "sklearn.preprocessing.StandardScaler) and fit again."
             )
-        params, _ = m_step(stats, strategy, reg_covar, variance_floor, eps)
+        params, _ = m_step(stats, strategy, reg_covar, variance_floor, eps, kernels)
         # Not held through the next E-step (K x D x D scatter: 1 MiB of case
         # (d) of benchmarks/bench_em.py).
         del stats
