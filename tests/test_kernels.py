@@ -1180,3 +1180,87 @@ def test_parameter_steps_compiled_where_the_kernels_run_every_size(
     with _kernels.every_size(), pytest.warns(ConvergenceWarning):
         GaussianMixture(3, covariance_type="tied", max_iter=5, tol=0, **params).fit(X)
     assert calls == {"dense_m_step": 5, "dense_expansion": 5}
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_the_compiled_split_of_the_sums_equals_numpys(compiled, covariance_type):
+    """The expanded E-step's sums split into counts, sums and scatter in one
+    compiled call: the same values as from_expanded's, bit for bit."""
+    strategy = get_covariance(covariance_type)
+    n_features, n_components = 5, 4
+    n_expanded = strategy.n_expanded(n_features)
+    sums = np.random.default_rng(5).normal(size=(n_expanded, n_components))
+    first, second = (
+        np.ascontiguousarray(a, np.intp) for a in strategy.quadratic_pairs(n_features)
+    )
+    resp_sum = np.empty(n_components)
+    diff_sum = np.empty((n_components, n_features))
+    scatter = np.empty((n_components, n_features, n_features))
+    compiled.dense_statistics(sums, first, second, resp_sum, diff_sum, scatter)
+    expected = strategy.from_expanded(sums.T, n_features)
+    for ours, theirs in zip((resp_sum, diff_sum, scatter), expected, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_fit_keeps_its_small_e_step_buffers(monkeypatch):
+    """Within a fit (em), single-worker E-steps reuse the first one's small
+    work arrays; outside one, or for large ones, each E-step makes its own;
+    the statistics are the same bit for bit either way."""
+    X = _correlated_rows(2, n=3000)
+    strategy = get_covariance("full")
+    params = _fitted_params(X, 3, "full")
+    made = []
+    original = _em._ChunkBuffers
+
+    def counted(*args, **kwargs):
+        made.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_em, "_ChunkBuffers", counted)
+    alone = [_em.e_step(X, None, params, strategy) for _ in range(3)]
+    assert len(made) == 3
+    made.clear()
+    with _em._buffers_kept():
+        kept = [_em.e_step(X, None, params, strategy) for _ in range(3)]
+    assert len(made) == 1
+    for a, b in zip(alone, kept, strict=True):
+        for name in ("resp_sum", "diff_sum", "scatter", "loglik_sum"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    made.clear()
+    kept_bytes = _em._KEPT_BYTES
+    monkeypatch.setattr(_em, "_KEPT_BYTES", 0)
+    with _em._buffers_kept():
+        [_em.e_step(X, None, params, strategy) for _ in range(3)]
+    assert len(made) == 3
+    monkeypatch.setattr(_em, "_KEPT_BYTES", kept_bytes)
+    # Threads sharing the fit's context (a source's blocks run at once):
+    # each its own buffers.
+    import contextvars
+    import threading
+
+    made.clear()
+    results = []
+    # Both alive at once, so that their identities differ.
+    both = threading.Barrier(2)
+
+    def e_step_in(context):
+        both.wait(10)
+        results.append(context.run(_em.e_step, X, None, params, strategy))
+
+    with _em._buffers_kept():
+        context = contextvars.copy_context()
+        threads = [
+            threading.Thread(target=e_step_in, args=(context.copy(),)) for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(made) == 2
+    for result in results:
+        np.testing.assert_array_equal(result.scatter, alone[0].scatter)
+    # A whole fit: its E-steps' buffers made once.
+    made.clear()
+    with pytest.warns(ConvergenceWarning):
+        GaussianMixture(3, max_iter=6, tol=0, **start_params(X, 3, "full")).fit(X)
+    assert len(made) == 1

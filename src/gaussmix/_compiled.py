@@ -1099,3 +1099,22 @@ def _inverse_cholesky(covariance, factor):  # pragma: no cover - compiled
             if not math.isfinite(factor[i, j]):
                 return False
     return True
+
+
+@njit(nogil=True, cache=True)
+def dense_statistics(sums, first, second, resp_sum, diff_sum, scatter):
+    """The expanded E-step's sums (F x K, float64) of full or tied
+    covariances split into ``resp_sum`` (K), ``diff_sum`` (K x D) and the
+    symmetric ``scatter`` (K x D x D), whose upper triangle the quadratic
+    features ``z[first] * z[second]`` give: what
+    ``CovarianceStrategy.from_expanded`` makes with NumPy, the same
+    values, in one call."""
+    n_components, n_features = diff_sum.shape
+    n_quadratic = first.size
+    for k in range(n_components):
+        resp_sum[k] = sums[n_quadratic + n_features, k]
+        for d in range(n_features):
+            diff_sum[k, d] = sums[n_quadratic + d, k]
+        for q in range(n_quadratic):
+            scatter[k, first[q], second[q]] = sums[q, k]
+            scatter[k, second[q], first[q]] = sums[q, k]
