@@ -17,9 +17,10 @@ in about 0.4 s), so the kernels are used only for E-steps of at least
 milliseconds or more. That cost is the threshold's only reason: a caller
 who pays it up front (``warm_up(every_size=True)``, or the environment
 variable ``GAUSSMIX_NUMBA=always``) has every expanded E-step run by the
-kernels, which are faster than NumPy's calls at any size (case (a) of
-benchmarks/bench_em.py, 100,000 rows of 2 features: about 2x per
-iteration in float64, 3x in float32). Set ``GAUSSMIX_NUMBA=0`` to keep to
+kernels, which are faster than NumPy's calls at any size, and the
+parameter steps of full and tied covariances too (:func:`for_parameters`;
+case (a) of benchmarks/bench_em.py, 100,000 rows of 2 features: about
+2.5x per iteration in float64). Set ``GAUSSMIX_NUMBA=0`` to keep to
 NumPy.
 """
 
