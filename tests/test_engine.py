@@ -984,7 +984,8 @@ def test_few_rows_take_exact_e_steps_from_the_first(
 
 def test_expanded_chunks_keep_buffers_a_small_share_of_the_data():
     """Every worker's buffers together: at most a sixth of the input, unless
-    that would be fewer than 256 rows per chunk or under 128 KiB."""
+    that would be fewer than 256 rows per chunk (float32: 128) or under
+    128 KiB."""
     usable = _parallel.usable_cpus()
     for n, d, k in [
         (100_000, 2, 3),
@@ -1001,8 +1002,23 @@ def test_expanded_chunks_keep_buffers_a_small_share_of_the_data():
             buffers = rows * (n_expanded + k + 4) * itemsize
             buffers *= usable if workers is None else 1
             allowed = max(data_bytes / 6, 2**17, 256 * buffers / rows)
-            assert 256 <= rows and buffers <= allowed, (n, d, k, itemsize)
+            fewest = 256 * itemsize // 8
+            assert fewest <= rows and buffers <= allowed, (n, d, k, itemsize)
             assert (rows * itemsize) % 4096 != 0 and rows % 8 == 0
+
+
+def test_float32_chunks_of_wide_products_are_shorter():
+    """Where the multiply-adds per product cap the chunks (case (d)'s 2145
+    features and 32 components), float32 chunks hold half the rows, down
+    to 128; float64 keeps 256. Where they do not ((a)'s shape), the
+    dtypes' chunks are sized by the buffers' share alike."""
+    d = (2145, 32, 200_000 * 64)
+    assert _em.expanded_chunks(*d[:2], 8, d[2] * 8)[0] == 256
+    assert _em.expanded_chunks(*d[:2], 4, d[2] * 4)[0] == 128
+    a = (6, 3, 100_000 * 2)
+    rows64 = _em.expanded_chunks(*a[:2], 8, a[2] * 8)[0]
+    rows32 = _em.expanded_chunks(*a[:2], 4, a[2] * 4)[0]
+    assert abs(rows64 - rows32) <= 8
 
 
 def test_limited_blas_means_one_worker():
