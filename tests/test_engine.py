@@ -879,7 +879,9 @@ def test_one_worker_sums_its_chunks_in_one_task_bit_for_bit(monkeypatch):
     one_task = _em._expanded_e_step(X, None, expansion, strategy, 2560)
     assert seen == [(1, 1)]
     # One-chunk tasks, folded in chunk order.
-    buffers = _em._buffer_factory(X, expansion, 2560)()
+    buffers = _em._buffer_factory(
+        X, expansion, 2560, _em._e_step_kernels(X, expansion)
+    )()
     folded = None
     for rows in _em._chunks(len(X), 2560):
         part = _em._expanded_chunk_statistics(

@@ -173,6 +173,9 @@ class CovarianceStrategy:
     """
 
     name: ClassVar[str]
+    # Whether covariances, precision factors and scatter are D x D matrices
+    # (full, tied): the compiled parameter steps take those.
+    square: ClassVar[bool] = False
 
     # -- shapes and counting -------------------------------------------------
     def param_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
@@ -397,6 +400,8 @@ class CovarianceStrategy:
 
 class _DenseMixin:
     """Shared pieces of the two types with dense D x D matrices."""
+
+    square: ClassVar[bool] = True
 
     def n_quadratic(self, n_features: int) -> int:
         return n_features * (n_features + 1) // 2

@@ -469,9 +469,7 @@ def _compiled_parameters(strategy: CovarianceStrategy, n_features: int) -> bool:
     """Whether the compiled kernels make the parameter steps (the expansion
     and the M-step) of ``strategy``: full and tied covariances of at most
     ``_COMPILED_EXPANSION_FEATURES`` features."""
-    return (
-        strategy.name in ("full", "tied") and n_features <= _COMPILED_EXPANSION_FEATURES
-    )
+    return strategy.square and n_features <= _COMPILED_EXPANSION_FEATURES
 
 
 def _compiled_expansion(
@@ -615,10 +613,12 @@ def _buffer_factory(
     X: Array,
     expansion: _Expansion,
     rows: int,
+    kernels: ModuleType | None,
     threaded: bool = False,
     keep: bool = False,
 ) -> Callable[[], _ChunkBuffers]:
-    """Makes each worker's buffers; decides once whether kernels are used.
+    """Makes each worker's buffers, with the compiled ``kernels`` or None
+    (:func:`_e_step_kernels`).
 
     With ``keep`` (one worker), small buffers are taken from, or left in,
     the fit's store where :func:`_buffers_kept` holds one: each E-step of
@@ -626,7 +626,6 @@ def _buffer_factory(
     """
     n_components, n_expanded = expansion.weights.shape
     dtype = expansion.weights.dtype
-    kernels = _e_step_kernels(X, expansion)
 
     def make() -> _ChunkBuffers:
         return _ChunkBuffers(expansion, X.shape[1], rows, kernels, threaded)
@@ -942,18 +941,17 @@ def _expanded_e_step(
             worst = min(worst, part.worst)
         return _Partial(sums, loglik_sum, worst)
 
+    kernels = _e_step_kernels(X, expansion)
     total = reduce_chunks(
         _buffer_factory(
-            X, expansion, size, threaded=workers is None, keep=workers == 1
+            X, expansion, size, kernels, threaded=workers is None, keep=workers == 1
         ),
         task,
         list(_chunks(X.shape[0], size * per_task)),
         _fold,
         n_workers=workers,
     )
-    dense = strategy.name in ("full", "tied")
-    kernels = _e_step_kernels(X, expansion) if dense else None
-    if kernels is not None:
+    if kernels is not None and strategy.square:
         # The same values as from_expanded's, in one call where its NumPy
         # calls were 9-15 us of an iteration of case (a).
         resp_sum = np.empty(n_components)
@@ -1043,7 +1041,7 @@ def _expanded_log_prob_all(
         lambda buffers, rows: (
             _expanded_log_prob(X, rows, expansion, strategy, buffers)[1].T
         ),
-        _buffer_factory(X, expansion, size),
+        _buffer_factory(X, expansion, size, _e_step_kernels(X, expansion)),
         size,
         workers,
     )
@@ -1173,7 +1171,7 @@ def _per_row(
                     _expanded_log_prob(X, rows, expansion, strategy, buffers)[1].T
                 )
             ),
-            _buffer_factory(X, expansion, size),
+            _buffer_factory(X, expansion, size, _e_step_kernels(X, expansion)),
             size,
             workers,
         )
